@@ -1,0 +1,42 @@
+# Two quickstart commands: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.lafslib-installed
+
+.PHONY: install demo test lint format bench study clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m lafslib.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check lafslib tests benchmarks
+	$(BIN)/ruff format --check lafslib tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format lafslib tests benchmarks
+	$(BIN)/ruff check --fix lafslib tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+study: $(STAMP)
+	$(BIN)/python benchmarks/study_cpu_small.py
+
+clean:
+	rm -rf runs build dist *.egg-info .pytest_cache .ruff_cache

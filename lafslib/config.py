@@ -1,0 +1,475 @@
+"""Typed recipes: YAML files mapped onto dataclasses, with inheritance and overrides.
+
+A recipe is a YAML mapping whose top-level ``task`` key names its root dataclass
+(``pretrain`` or ``finetune``). ``base: other.yaml`` (relative to the recipe) inherits another
+recipe, deep-merged; ``--set a.b=c`` overrides one value, parsed as YAML and coerced to the
+field's type. Unknown keys, wrong types and missing required values raise :class:`ConfigError`
+naming the key and the recipe file, before any work starts. :func:`dump_config` writes the
+resolved config as YAML that is itself a valid recipe.
+
+Example:
+    >>> cfg = load_recipe("recipes/pretrain/cpu_small.yaml", overrides=["optim.epochs=2"])
+    >>> cfg.optim.epochs
+    2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "DataConfig",
+    "ViewsConfig",
+    "ModelConfig",
+    "DINOHeadConfig",
+    "DINOLossConfig",
+    "PretrainOptimConfig",
+    "EvalConfig",
+    "PretrainConfig",
+    "FinetuneDataConfig",
+    "AdapterConfig",
+    "MarginLossConfig",
+    "FinetuneOptimConfig",
+    "FinetuneConfig",
+    "TASKS",
+    "load_recipe",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "apply_overrides",
+]
+
+
+class ConfigError(ValueError):
+    """A recipe is invalid: the message names the key and the recipe file."""
+
+
+REQUIRED: Any = MISSING
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass
+class RunConfig:
+    """Where and how a run executes."""
+
+    output_dir: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    log_every: int = 10
+    checkpoint_every: int = 500  # optimizer steps; the last step is always saved
+    keep_last: int = 3
+    deterministic: bool = False
+    tensorboard: bool = True
+    max_steps: int | None = None  # stop early after this many optimizer steps
+
+
+@dataclass
+class DataConfig:
+    """Unlabelled or labelled training images.
+
+    ``train`` is an image folder, a ``.rec`` file, or ``synthetic`` (procedural faces).
+    """
+
+    train: str = REQUIRED
+    landmarks: str | None = None  # sidecar (.csv / .npz); None: look next to the data
+    batch_size: int = 64  # per process
+    num_workers: int = 0
+    max_images: int | None = None
+    synthetic_identities: int = 64
+    synthetic_per_identity: int = 8
+    synthetic_size: int = 112
+
+
+@dataclass
+class ViewsConfig:
+    """View generation: LAFS landmark views or DINO random multi-crop (LAFS, CVPR 2024)."""
+
+    kind: Literal["lafs", "multicrop"] = "lafs"
+    landmark_source: Literal["sidecar", "template", "net"] = "sidecar"
+    landmark_net: str | None = None  # exported landmark CNN for landmark_source=net
+    global_views: int = 2
+    local_views: int = 8
+    num_landmarks: int = 196
+    local_landmarks: int = 36
+    patch_size: int = 8
+    sigma: float = 5.0
+    global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
+    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
+    local_size: int = 48
+    image_size: int = 112
+
+
+@dataclass
+class ModelConfig:
+    """A backbone from the registry (``lafs models`` lists names)."""
+
+    name: str = REQUIRED
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DINOHeadConfig:
+    """DINO projection head (Caron et al., ICCV 2021)."""
+
+    out_dim: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    num_layers: int = 3
+    use_bn: bool = False
+    norm_last_layer: bool = True
+
+
+@dataclass
+class DINOLossConfig:
+    """DINO self-distillation loss temperatures and centre momentum."""
+
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.07
+    warmup_teacher_temp_epochs: int = 30
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+
+
+@dataclass
+class PretrainOptimConfig:
+    """AdamW with warmup + cosine schedules, as in DINO."""
+
+    epochs: int = 100
+    lr: float = 5e-4  # per 256 images of total batch
+    min_lr: float = 1e-6
+    warmup_epochs: int = 10
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    momentum_teacher: float = 0.996
+    clip_grad: float = 3.0
+    freeze_last_layer_epochs: int = 1
+    accumulate: int = 1
+    drop_path: float = 0.1
+
+
+@dataclass
+class EvalConfig:
+    """Periodic verification on insightface ``.bin`` sets."""
+
+    bins: list[str] = field(default_factory=list)
+    every: int = 0  # optimizer steps; 0 disables periodic evaluation
+    batch_size: int = 128
+    flip: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    """Self-supervised DINO / LAFS pretraining recipe."""
+
+    task: Literal["pretrain"] = "pretrain"
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: DINOHeadConfig = field(default_factory=DINOHeadConfig)
+    loss: DINOLossConfig = field(default_factory=DINOLossConfig)
+    optim: PretrainOptimConfig = field(default_factory=PretrainOptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class FinetuneDataConfig:
+    """Labelled identities (folder of identity sub-folders, ``.rec``, or ``synthetic``)."""
+
+    train: str = REQUIRED
+    landmarks: str | None = None
+    batch_size: int = 64
+    num_workers: int = 0
+    max_images: int | None = None
+    images_per_identity: int | None = None  # few-shot: k images per identity
+    identity_fraction: float = 1.0  # few-shot: keep this fraction of identities
+    flip: bool = True
+    image_size: int = 112
+    synthetic_identities: int = 64
+    synthetic_per_identity: int = 8
+    synthetic_size: int = 112
+
+
+@dataclass
+class AdapterConfig:
+    """How the backbone is adapted."""
+
+    mode: Literal["full", "lora", "rslora", "linear", "partial"] = "full"
+    layer_decay: float = 1.0  # layer-wise LR decay (full / partial)
+    lora_rank: int = 16
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    lora_targets: list[str] = field(default_factory=lambda: ["q", "v"])
+    partial_from_block: int = 0
+    embedding_dim: int = 512
+
+
+@dataclass
+class MarginLossConfig:
+    """Margin softmax loss (ArcFace / CosFace / combined / AdaFace / FRABSM)."""
+
+    name: Literal["arcface", "cosface", "combined", "adaface", "frabsm"] = "arcface"
+    scale: float = 64.0
+    m1: float = 1.0
+    m2: float = 0.5
+    m3: float = 0.0
+    margin: float = 0.4  # AdaFace / FRABSM m
+    h: float = 0.333
+    t_alpha: float = 0.01
+    gradient: Literal["true", "straight_through"] = "true"
+    mining_alpha: float = 0.0  # FRABSM sample-mining strength
+    mining_p0: float = 0.6
+    mining_mode: Literal["sample", "batch"] = "sample"
+    partial_fc_rate: float = 1.0
+
+
+@dataclass
+class FinetuneOptimConfig:
+    """Optimizer and LR schedule for the supervised stage."""
+
+    name: Literal["adamw", "sgd"] = "adamw"
+    epochs: int = 20
+    lr: float = 1e-3
+    head_lr: float | None = None  # separate classifier LR (None: same as lr)
+    min_lr: float = 0.0
+    warmup_epochs: float = 1.0
+    schedule: Literal["cosine", "step"] = "cosine"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    clip_grad: float | None = None
+    accumulate: int = 1
+    mixup: float = 0.0
+    mixup_prob: float = 0.0
+
+
+@dataclass
+class FinetuneConfig:
+    """Supervised margin-loss adaptation recipe."""
+
+    task: Literal["finetune"] = "finetune"
+    init: str | None = None  # exported backbone (safetensors + JSON) to start from
+    run: RunConfig = field(default_factory=RunConfig)
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    loss: MarginLossConfig = field(default_factory=MarginLossConfig)
+    optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+TASKS: dict[str, type] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
+
+
+# ----------------------------------------------------------------------------- machinery
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Return ``value`` converted to type ``tp`` or raise :class:`ConfigError`."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(
+            f"{source}: key '{key}' expects {_type_name(tp)}, got {value!r}"
+        ) from None
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(
+                f"{source}: key '{key}' must be one of {list(choices)}, got {value!r}"
+            )
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: key '{key}' expects a mapping, got {value!r}")
+        return _build(tp, value, key, source)
+    if origin in (list, tuple):
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: key '{key}' expects a list, got {value!r}")
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: key '{key}' expects a mapping, got {value!r}")
+        _, val_tp = typing.get_args(tp) or (str, Any)
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: key '{key}' expects true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{source}: key '{key}' expects an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{source}: key '{key}' expects a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{source}: key '{key}' expects a string, got {value!r}")
+    raise ConfigError(f"{source}: key '{key}' has an unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(
+            f"{source}: unknown key '{where}' (valid keys here: {', '.join(sorted(fields))})"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], key, source)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"{source}: missing required key '{key}'")
+        elif dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], {}, key, source)
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "kwargs":
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"{path}: circular 'base:' inheritance ({chain})")
+    if not path.is_file():
+        raise ConfigError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: key 'base' expects a recipe path, got {base!r}")
+    parent = _read_yaml(path.parent / base, (*seen, path))
+    return _deep_merge(parent, data)
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides (values parsed as YAML) to a raw recipe mapping."""
+    data = _deep_merge({}, data)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_path(data, key, value)
+    return data
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Any:
+    """Build the task's root config from a raw mapping, validating every key."""
+    task = data.get("task")
+    if task is None:
+        raise ConfigError(f"{source}: missing required key 'task' (one of {sorted(TASKS)})")
+    if task not in TASKS:
+        raise ConfigError(f"{source}: key 'task' must be one of {sorted(TASKS)}, got {task!r}")
+    return _build(TASKS[task], data, "", source)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Any:
+    """Load, inherit, override and validate a recipe file.
+
+    Args:
+        path: YAML recipe (may name a ``base:`` recipe).
+        overrides: ``["optim.lr=1e-3", ...]`` applied after inheritance.
+
+    Returns:
+        A :class:`PretrainConfig` or :class:`FinetuneConfig`.
+    """
+    path = Path(path)
+    data = apply_overrides(_read_yaml(path), overrides)
+    source = str(path) if not overrides else f"{path} (with --set {' '.join(overrides)})"
+    return config_from_dict(data, source)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Any, path: str | Path | None = None) -> str:
+    """Serialise a config as a recipe (YAML); write it to ``path`` when given."""
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+    if path is not None:
+        Path(path).write_text(text)
+    return text

@@ -1,0 +1,61 @@
+"""Shared fixtures: real faces from ../shared/data, skipped (or failed in CI) when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(
+    os.environ.get(
+        "LAFS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    )
+)
+
+
+def _require(path: Path) -> Path:
+    if path.exists():
+        return path
+    reason = f"real face data not found at {path} (set LAFS_SHARED_DATA or put ../shared beside the repo)"
+    if os.environ.get("LAFS_REQUIRE_TEST_DATA") == "1":
+        pytest.fail(reason + "; LAFS_REQUIRE_TEST_DATA=1 makes this a failure")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of ../shared/data."""
+    return _require(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def faces_mini(shared_data: Path) -> Path:
+    """faces-mini: 20 LFW identities x 5 aligned images, pairs, lfw_mini.bin."""
+    return _require(shared_data / "faces-mini")
+
+
+@pytest.fixture(scope="session")
+def celeba_112(shared_data: Path) -> Path:
+    """celeba-112: aligned CelebA identities with landmarks5.csv."""
+    return _require(shared_data / "celeba-112")
+
+
+@pytest.fixture(scope="session")
+def celeba_raw_mini(shared_data: Path) -> Path:
+    """celeba-raw-mini: raw unaligned CelebA photos."""
+    return _require(shared_data / "celeba-raw-mini")
+
+
+@pytest.fixture(scope="session")
+def lfw_bin(shared_data: Path) -> Path:
+    """The standard 6,000-pair LFW .bin."""
+    return _require(shared_data / "lfw" / "lfw.bin")
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
