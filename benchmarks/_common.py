@@ -7,6 +7,7 @@ Markdown table and the command that produced it; :func:`render_benchmarks_md` re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -55,12 +56,10 @@ def machine() -> dict[str, Any]:
         pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    try:
+    with contextlib.suppress(OSError):
         info["git"] = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
-    except OSError:
-        pass
     return info
 
 
