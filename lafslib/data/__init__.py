@@ -1,1 +1,29 @@
-"""lafslib.data."""
+"""Data sources: image folders, insightface RecordIO and .bin sets, synthetic faces."""
+
+from lafslib.data.base import FaceDataset
+from lafslib.data.folder import ImageFolderDataset, find_sidecar, list_images
+from lafslib.data.images import BadImageError, decode_image, read_image
+from lafslib.data.recordio import RecordIODataset, RecordReader, RecordWriter, pack_folder
+from lafslib.data.sources import open_dataset
+from lafslib.data.synthetic import SyntheticFaces, render_face
+from lafslib.data.verification import UnsafePickleError, load_bin, write_bin
+
+__all__ = [
+    "BadImageError",
+    "FaceDataset",
+    "ImageFolderDataset",
+    "RecordIODataset",
+    "RecordReader",
+    "RecordWriter",
+    "SyntheticFaces",
+    "UnsafePickleError",
+    "decode_image",
+    "find_sidecar",
+    "list_images",
+    "load_bin",
+    "open_dataset",
+    "pack_folder",
+    "read_image",
+    "render_face",
+    "write_bin",
+]
