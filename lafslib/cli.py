@@ -150,11 +150,77 @@ def _run_data_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- pretrain
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "pretrain",
+        "Self-supervised DINO / LAFS pretraining from a recipe (one process or under torchrun).",
+        """
+  lafs pretrain recipes/demo/pretrain_demo.yaml
+  lafs pretrain recipes/pretrain/cpu_small.yaml --set optim.epochs=2 --resume auto
+  torchrun --nproc_per_node 8 -m lafslib.cli pretrain recipes/pretrain/lafs_fvit_base_webface4m.yaml
+""",
+    )
+    p.add_argument("recipe", help="YAML recipe with task: pretrain")
+    _add_overrides(p)
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="auto|PATH",
+        help="continue from the run's latest checkpoint (auto) or from a checkpoint file",
+    )
+    p.set_defaults(func=_run_pretrain)
+
+
+def _run_pretrain(args: argparse.Namespace) -> int:
+    from lafslib.config import ConfigError, load_recipe
+    from lafslib.engine.pretrain import pretrain
+
+    cfg = load_recipe(args.recipe, args.overrides)
+    if cfg.task != "pretrain":
+        raise ConfigError(f"{args.recipe}: 'lafs pretrain' needs task: pretrain, got {cfg.task}")
+    run_dir = pretrain(cfg, resume=args.resume)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "export",
+        "Export a run's backbone (the teacher after pretraining) as safetensors + model.json, "
+        "optionally ONNX.",
+        """
+  lafs export runs/demo/pretrain
+  lafs export runs/demo/pretrain --out exports/demo --onnx
+""",
+    )
+    p.add_argument("run", help="run directory (latest checkpoint) or a checkpoint file")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/export)")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (needs [onnx])")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from lafslib.engine.export import export_run
+
+    print(f"exported to {export_run(args.run, args.out, args.onnx)}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- registry
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_show_config,
     _add_data,
+    _add_pretrain,
+    _add_export,
 ]
 
 

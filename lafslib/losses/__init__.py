@@ -1,1 +1,5 @@
-"""lafslib.losses."""
+"""Losses: DINO self-distillation."""
+
+from lafslib.losses.dino import DINOLoss
+
+__all__ = ["DINOLoss"]

@@ -1,0 +1,369 @@
+"""DINO / LAFS self-supervised pretraining loop (student/teacher over multi-view batches).
+
+The student (backbone + DINO head) sees every view; the teacher, an EMA of the student, sees
+the global views only. Views of equal token count go through the backbone in one pass. All
+schedules are functions of the global optimizer step, so resuming restores only the step,
+the optimizer, the centre and the RNG states.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
+
+from lafslib.config import PretrainConfig, config_to_dict
+from lafslib.data import open_dataset
+from lafslib.engine.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from lafslib.engine.distributed import DistInfo, cleanup, init_distributed
+from lafslib.engine.ema import update_ema
+from lafslib.engine.logging import RunLogger
+from lafslib.engine.rundir import prepare_run_dir
+from lafslib.engine.sampler import ResumableSampler
+from lafslib.engine.schedules import cosine_schedule, teacher_temperature, warmup_cosine
+from lafslib.losses import DINOLoss
+from lafslib.models import DINOHead, create_model
+from lafslib.transforms import MultiCropViews, collate_views, group_views
+
+__all__ = ["SSLNetwork", "build_views", "pretrain", "param_groups", "clip_gradients"]
+
+
+class SSLNetwork(nn.Module):
+    """Backbone + DINO head applied to a list of views, one backbone pass per token count."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, views: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+        """Head outputs, one (B, out_dim) tensor per view, in view order."""
+        outputs: list[torch.Tensor] = [torch.empty(0)] * len(views)
+        for indices, merged in group_views(views):
+            feats = self.backbone.forward_ssl(
+                merged["image"], merged.get("keypoints"), merged.get("token_centers")
+            )
+            for i, chunk in zip(indices, self.head(feats).chunk(len(indices))):
+                outputs[i] = chunk
+        return outputs
+
+
+def build_views(cfg: PretrainConfig) -> Any:
+    """The view generator named by ``cfg.views``."""
+    v = cfg.views
+    if v.kind == "multicrop":
+        return MultiCropViews(
+            global_views=v.global_views,
+            local_views=v.local_views,
+            image_size=v.image_size,
+            local_size=v.local_size,
+            global_scale=v.global_scale,
+            local_scale=v.local_scale,
+            patch_size=v.patch_size,
+        )
+    from lafslib.transforms import LAFSViews
+
+    return LAFSViews(
+        global_views=v.global_views,
+        local_views=v.local_views,
+        num_landmarks=v.num_landmarks,
+        local_landmarks=v.local_landmarks,
+        patch_size=v.patch_size,
+        sigma=v.sigma,
+        image_size=v.image_size,
+        global_scale=v.global_scale,
+        landmark_source=v.landmark_source,
+    )
+
+
+def param_groups(model: nn.Module, skip: set[str] | None = None) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices, none on biases, norms and ``skip`` names."""
+    skip = skip or set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        plain = name.removeprefix("module.").removeprefix("backbone.")
+        if p.ndim <= 1 or name.endswith(".bias") or plain in skip:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [
+        {"params": decay, "apply_wd": True},
+        {"params": no_decay, "apply_wd": False, "weight_decay": 0.0},
+    ]
+
+
+def clip_gradients(model: nn.Module, clip: float) -> None:
+    """DINO's per-parameter clipping: scale each gradient whose norm exceeds ``clip``."""
+    for p in model.parameters():
+        if p.grad is not None:
+            norm = p.grad.detach().norm(2)
+            p.grad.mul_(torch.clamp(clip / (norm + 1e-6), max=1.0))
+
+
+def _rng_state() -> dict[str, Any]:
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_rest": [int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss, cached = state["numpy_rest"]
+    keys = state["numpy"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), float(cached)))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _collapse_stats(teacher_out: list[torch.Tensor], center: torch.Tensor, temp: float) -> dict:
+    """Teacher entropy and KL(teacher distribution || softmax of the centre)."""
+    with torch.no_grad():
+        logits = (torch.cat(teacher_out).float() - center) / temp
+        p = logits.softmax(-1)
+        log_p = logits.log_softmax(-1)
+        entropy = -(p * log_p).sum(-1).mean()
+        mean_p = p.mean(0)
+        log_c = (center.float() / temp).log_softmax(-1)[0]
+        kl = (mean_p * (mean_p.clamp_min(1e-12).log() - log_c)).sum()
+    return {"teacher_entropy": float(entropy), "kl_to_center": float(kl)}
+
+
+def pretrain(cfg: PretrainConfig, resume: str | None = None) -> Path:
+    """Run self-supervised pretraining; returns the run directory.
+
+    Args:
+        cfg: the resolved recipe.
+        resume: ``"auto"`` (latest checkpoint of the run, if any), a checkpoint path, or None.
+    """
+    info: DistInfo = init_distributed(cfg.run.device)
+    try:
+        return _pretrain(cfg, info, resume)
+    finally:
+        cleanup()
+
+
+def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
+    device = info.device
+    if cfg.run.precision == "fp16" and device.type != "cuda":
+        raise ValueError("run.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    _seed_everything(cfg.run.seed + info.rank)
+    if cfg.run.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    run_dir = prepare_run_dir(cfg, info.world_size, info.is_main)
+    logger = RunLogger(run_dir, info.is_main, cfg.run.tensorboard)
+
+    views = build_views(cfg)
+    d = cfg.data
+    dataset = open_dataset(
+        d.train,
+        labelled=False,
+        landmarks=d.landmarks if d.landmarks is not None else "auto",
+        transform=views,
+        synthetic_identities=d.synthetic_identities,
+        synthetic_per_identity=d.synthetic_per_identity,
+        synthetic_size=d.synthetic_size,
+        seed=cfg.run.seed,
+    )
+    if d.max_images is not None:
+        dataset = Subset(dataset, range(min(d.max_images, len(dataset))))
+    sampler = ResumableSampler(
+        len(dataset), d.batch_size, info.rank, info.world_size, seed=cfg.run.seed
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=d.batch_size,
+        sampler=sampler,
+        num_workers=d.num_workers,
+        collate_fn=collate_views,
+        drop_last=True,
+        persistent_workers=False,
+    )
+
+    o = cfg.optim
+    backbone = create_model(cfg.model.name, **cfg.model.kwargs)
+    h = cfg.head
+    head = DINOHead(
+        backbone.ssl_dim,
+        h.out_dim,
+        h.hidden_dim,
+        h.bottleneck_dim,
+        h.num_layers,
+        h.use_bn,
+        h.norm_last_layer,
+    )
+    student = SSLNetwork(backbone, head).to(device)
+    teacher = copy.deepcopy(student)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    teacher.eval()
+    loss_fn = DINOLoss(h.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum).to(device)
+    skip = set(getattr(backbone, "no_weight_decay", lambda: set())())
+    optimizer = torch.optim.AdamW(param_groups(student, skip), lr=0.0)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.run.precision == "fp16")
+    net = (
+        DistributedDataParallel(
+            student, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        if info.distributed
+        else student
+    )
+
+    steps_per_epoch = max(sampler.batches_per_epoch // o.accumulate, 1)
+    total_steps = o.epochs * steps_per_epoch
+    last_step = min(total_steps, cfg.run.max_steps) if cfg.run.max_steps else total_steps
+    global_batch = d.batch_size * info.world_size * o.accumulate
+    peak_lr = o.lr * global_batch / 256.0
+    warmup = o.warmup_epochs * steps_per_epoch
+    temp_warmup = cfg.loss.warmup_teacher_temp_epochs * steps_per_epoch
+
+    step = 0
+    ckpt_dir = run_dir / "checkpoints"
+    if resume:
+        path = latest_checkpoint(ckpt_dir) if resume == "auto" else Path(resume)
+        if path is not None:
+            state = load_checkpoint(path, map_location="cpu")
+            student.load_state_dict(state["student"])
+            teacher.load_state_dict(state["teacher"])
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            loss_fn.load_state_dict(state["loss"])
+            step = int(state["step"])
+            _set_rng_state(state["rng"])
+            logger.print(f"resumed from {path} at step {step}")
+        elif resume != "auto":
+            raise FileNotFoundError(f"checkpoint not found: {resume}")
+
+    def save(at_step: int) -> None:
+        if not info.is_main:
+            return
+        state = {
+            "student": student.state_dict(),
+            "teacher": teacher.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "loss": loss_fn.state_dict(),
+            "step": at_step,
+            "rng": _rng_state(),
+            "config": config_to_dict(cfg),
+        }
+        save_checkpoint(ckpt_dir / f"step_{at_step:08d}.pt", state)
+        prune_checkpoints(ckpt_dir, cfg.run.keep_last)
+
+    logger.print(
+        f"pretraining {cfg.model.name} on {len(dataset)} images: {last_step} steps "
+        f"({steps_per_epoch}/epoch), global batch {global_batch}, world size {info.world_size}, "
+        f"device {device}, run dir {run_dir}"
+    )
+    student.train()
+    t_start = time.time()
+    images_seen = 0
+    micro = 0
+    while step < last_step:
+        epoch = step // steps_per_epoch
+        sampler.set_epoch(epoch, (step % steps_per_epoch) * o.accumulate)
+        for batch in loader:
+            lr = warmup_cosine(step, total_steps, warmup, peak_lr, o.min_lr)
+            wd = cosine_schedule(step, total_steps, o.weight_decay, o.weight_decay_end)
+            momentum = cosine_schedule(step, total_steps, o.momentum_teacher, 1.0)
+            t_temp = teacher_temperature(
+                step, temp_warmup, cfg.loss.warmup_teacher_temp, cfg.loss.teacher_temp
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+                if group["apply_wd"]:
+                    group["weight_decay"] = wd
+            batch = [
+                {
+                    k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v)
+                    for k, v in view.items()
+                }
+                for view in batch
+            ]
+            global_views = [v for v in batch if v["is_global"]]
+            with _autocast(device, cfg.run.precision):
+                with torch.no_grad():
+                    teacher_out = teacher(global_views)
+                student_out = net(batch)
+                loss = loss_fn(student_out, teacher_out, t_temp)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopping")
+            scaler.scale(loss / o.accumulate).backward()
+            micro += 1
+            images_seen += len(batch[0]["image"]) * info.world_size
+            if micro % o.accumulate:
+                continue
+            scaler.unscale_(optimizer)
+            if o.clip_grad > 0:
+                clip_gradients(student, o.clip_grad)
+            if epoch < o.freeze_last_layer_epochs:
+                for p in student.head.last_layer.parameters():
+                    p.grad = None
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            update_ema(teacher, student, momentum)
+            step += 1
+            if step % cfg.run.log_every == 0 or step == last_step:
+                elapsed = time.time() - t_start
+                metrics = {
+                    "loss": float(loss.item()),
+                    "lr": lr,
+                    "wd": wd,
+                    "momentum": momentum,
+                    "teacher_temp": t_temp,
+                    "img_per_s": images_seen / max(elapsed, 1e-9),
+                    "epoch": epoch,
+                    **_collapse_stats(teacher_out, loss_fn.center, t_temp),
+                }
+                logger.log(step, metrics)
+                logger.line(
+                    step,
+                    last_step,
+                    metrics["img_per_s"],
+                    elapsed,
+                    {k: metrics[k] for k in ("loss", "lr", "wd", "momentum", "teacher_temp")},
+                )
+            if step % cfg.run.checkpoint_every == 0 or step == last_step:
+                save(step)
+            if step >= last_step or step % steps_per_epoch == 0:
+                break
+    logger.close()
+    return run_dir

@@ -1,0 +1,60 @@
+"""Landmark grids: N landmark-localized patch centres for any face from 5 or 68 points.
+
+The canonical ``G x G`` grid of patch centres of a 112x112 ArcFace-aligned crop is mapped into
+each image by the similarity transform estimated from its detected landmarks, so every image gets
+N = G*G centres that follow its face (LAFS with detector landmarks instead of a learned CNN).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lafslib.landmarks.template import (
+    landmarks68_to_5,
+    similarity_transform,
+    template_for_size,
+    transform_points,
+)
+
+__all__ = ["template_grid", "landmark_grid", "grid_flip_index", "FLIP_5", "FLIP_68"]
+
+FLIP_5 = np.array([1, 0, 2, 4, 3])
+FLIP_68 = np.array(
+    list(range(16, -1, -1))
+    + list(range(26, 16, -1))
+    + [27, 28, 29, 30, 35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
+)
+
+
+def template_grid(grid: int = 14, size: int = 112) -> np.ndarray:
+    """Centres of the regular ``grid x grid`` patch grid of a ``size`` crop, (N, 2) px, row-major."""
+    c = (np.arange(grid) + 0.5) * size / grid
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    return np.stack([xx.reshape(-1), yy.reshape(-1)], axis=1)
+
+
+def landmark_grid(landmarks: np.ndarray, grid: int = 14, size: int = 112) -> np.ndarray:
+    """N = grid*grid patch centres (pixels) for a face with 5 or 68 detected points.
+
+    Args:
+        landmarks: (5, 2) or (68, 2) pixel points, or already (grid*grid, 2) centres.
+        grid: side of the landmark grid.
+        size: size of the aligned template crop the grid is defined in.
+    """
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if len(landmarks) == grid * grid:
+        return landmarks
+    if len(landmarks) == 68:
+        landmarks = landmarks68_to_5(landmarks)
+    if len(landmarks) != 5:
+        raise ValueError(f"landmark grid needs 5, 68 or {grid * grid} points, got {len(landmarks)}")
+    m = similarity_transform(template_for_size(size), landmarks)
+    return transform_points(template_grid(grid, size), m)
+
+
+def grid_flip_index(grid: int) -> np.ndarray:
+    """Index map of a horizontal flip on a row-major grid: (r, c) -> (r, grid - 1 - c)."""
+    idx = np.arange(grid * grid).reshape(grid, grid)
+    return idx[:, ::-1].reshape(-1)

@@ -1,0 +1,62 @@
+"""Exported backbones: ``model.safetensors`` + ``model.json`` (registry name, kwargs, preprocessing).
+
+Loading rebuilds the model from the registry and reads tensors with safetensors, so an export
+never executes code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lafslib.models._registry import create_model, model_info
+
+__all__ = ["save_export", "load_export", "read_export_info"]
+
+
+def save_export(model: nn.Module, out_dir: str | os.PathLike[str], **extra: Any) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``out_dir`` (atomically per file)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = model_info(model).to_dict()
+    info.update(extra)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = out / "model.safetensors.tmp"
+    save_file(state, str(tmp), metadata={"format": "pt", "name": info["name"]})
+    os.replace(tmp, out / "model.safetensors")
+    tmp_json = out / "model.json.tmp"
+    tmp_json.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp_json, out / "model.json")
+    return out
+
+
+def read_export_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``model.json`` of an export folder."""
+    path = Path(path)
+    meta = path / "model.json" if path.is_dir() else path.with_name("model.json")
+    if not meta.is_file():
+        raise FileNotFoundError(f"no model.json in export {path}")
+    return json.loads(meta.read_text())
+
+
+def load_export(path: str | os.PathLike[str], strict: bool = True) -> nn.Module:
+    """Rebuild an exported model (eval mode) from its folder."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    info = read_export_info(folder)
+    model = create_model(info["name"], **info.get("kwargs", {}))
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"no model.safetensors in export {folder}")
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    if strict and (missing or unexpected):
+        raise ValueError(
+            f"{weights}: weights do not match model '{info['name']}': "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return model.eval()
