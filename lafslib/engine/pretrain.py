@@ -214,7 +214,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
         num_workers=d.num_workers,
         collate_fn=collate_views,
         drop_last=True,
-        persistent_workers=False,
+        generator=torch.Generator().manual_seed(cfg.run.seed),
     )
 
     o = cfg.optim

@@ -16,12 +16,14 @@ __all__ = ["sample_patches", "patches_to_mosaic", "grid_centers"]
 
 
 def grid_centers(
-    grid_hw: tuple[int, int] | int, device: torch.device | None = None
+    grid_hw: tuple[int, int] | int,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Centres of a regular ``gh x gw`` patch grid in [0, 1] as (x, y), row-major: (N, 2)."""
     gh, gw = (grid_hw, grid_hw) if isinstance(grid_hw, int) else grid_hw
-    ys = (torch.arange(gh, dtype=torch.float32, device=device) + 0.5) / gh
-    xs = (torch.arange(gw, dtype=torch.float32, device=device) + 0.5) / gw
+    ys = (torch.arange(gh, dtype=dtype, device=device) + 0.5) / gh
+    xs = (torch.arange(gw, dtype=dtype, device=device) + 0.5) / gw
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
 

@@ -143,7 +143,7 @@ class FaceViT(nn.Module):
         self.patch_embed = nn.Conv2d(3, dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid**2, dim))
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        rates = torch.linspace(0, drop_path, depth, device="cpu").tolist()
         self.blocks = nn.ModuleList(
             Block(dim, num_heads, mlp_dim, head_dim, qkv_bias, r, attn_scale) for r in rates
         )

@@ -1,0 +1,133 @@
+"""Pretraining: schedules, EMA, atomic checkpoints, smoke runs and resume equivalence."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lafslib.cli import main
+from lafslib.config import load_recipe
+from lafslib.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lafslib.engine.ema import update_ema
+from lafslib.engine.pretrain import pretrain
+from lafslib.engine.sampler import ResumableSampler
+from lafslib.engine.schedules import cosine_schedule, teacher_temperature, warmup_cosine
+from lafslib.models import load_export
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_schedules() -> None:
+    assert cosine_schedule(0, 100, 0.996, 1.0) == 0.996
+    assert cosine_schedule(100, 100, 0.996, 1.0) == 1.0
+    assert math.isclose(cosine_schedule(50, 100, 0.04, 0.4), 0.22)
+    assert warmup_cosine(5, 100, 10, 1.0, 0.0) == 0.5
+    assert warmup_cosine(10, 100, 10, 1.0, 0.0) == 1.0
+    assert math.isclose(teacher_temperature(15, 30, 0.07, 0.04), 0.055)
+    assert teacher_temperature(31, 30, 0.07, 0.04) == 0.04
+
+
+def test_ema() -> None:
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    expected = 0.9 * a.weight.detach() + 0.1 * b.weight.detach()
+    update_ema(a, b, 0.9)
+    torch.testing.assert_close(a.weight.detach(), expected)
+
+
+def test_sampler_world_size_independent() -> None:
+    one = list(ResumableSampler(40, 8, 0, 1, seed=3))
+    r0 = list(ResumableSampler(40, 4, 0, 2, seed=3))
+    r1 = list(ResumableSampler(40, 4, 1, 2, seed=3))
+    for k in range(5):
+        assert sorted(one[8 * k : 8 * k + 8]) == sorted(
+            r0[4 * k : 4 * k + 4] + r1[4 * k : 4 * k + 4]
+        )
+    s = ResumableSampler(40, 8, seed=3)
+    s.set_epoch(0, start_batch=2)
+    assert list(s) == one[16:]
+
+
+def _recipe(tmp_path: Path, name: str, **over) -> Path:
+    data = yaml.safe_load((ROOT / "recipes/demo/pretrain_demo.yaml").read_text())
+    data["run"].update({"output_dir": str(tmp_path / name), "checkpoint_every": 2, "log_every": 1})
+    data["data"].update({"batch_size": 4, "synthetic_identities": 4, "synthetic_per_identity": 4})
+    data["views"]["local_views"] = 2
+    for k, v in over.items():
+        section, key = k.split("__")
+        data[section][key] = v
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["lafs", "multicrop"])
+def test_smoke_and_export(tmp_path: Path, kind: str) -> None:
+    recipe = _recipe(tmp_path, kind, views__kind=kind, run__max_steps=2)
+    assert main(["pretrain", str(recipe)]) == 0
+    run = tmp_path / kind
+    assert (run / "config.yaml").is_file() and (run / "env.json").is_file()
+    assert list((run / "tb").iterdir())
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and "train/teacher_entropy" in rows[-1]
+    assert load_recipe(run / "config.yaml").views.kind == kind  # resolved config is a recipe
+    assert main(["export", str(run)]) == 0
+    model = load_export(run / "export")
+    state = load_checkpoint(latest_checkpoint(run / "checkpoints"))
+    torch.testing.assert_close(
+        model.state_dict()["pos_embed"], state["teacher"]["backbone.pos_embed"]
+    )
+
+
+def test_resume_equivalence(tmp_path: Path) -> None:
+    straight = load_recipe(_recipe(tmp_path, "a", run__max_steps=4))
+    pretrain(straight)
+    halted = load_recipe(_recipe(tmp_path, "b", run__max_steps=2))
+    pretrain(halted)
+    resumed = load_recipe(_recipe(tmp_path, "b", run__max_steps=4))
+    pretrain(resumed, resume="auto")
+    a = load_checkpoint(tmp_path / "a/checkpoints/step_00000004.pt")
+    b = load_checkpoint(tmp_path / "b/checkpoints/step_00000004.pt")
+    for key in ("student", "teacher"):
+        for name, tensor in a[key].items():
+            torch.testing.assert_close(b[key][name], tensor, atol=0, rtol=0, msg=name)
+    torch.testing.assert_close(a["loss"]["center"], b["loss"]["center"], atol=0, rtol=0)
+
+
+def test_checkpoint_survives_sigkill_during_write(tmp_path: Path) -> None:
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
+    script = (
+        "import torch, sys\n"
+        "from lafslib.engine.checkpoint import save_checkpoint\n"
+        "big = {'step': 2, 'w': torch.randn(60_000_000)}\n"
+        "print('ready', flush=True)\n"
+        f"save_checkpoint({str(path)!r}, big)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = load_checkpoint(path)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
+
+
+def test_untrusted_checkpoint_is_not_executed(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(ValueError, match="not a loadable"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()

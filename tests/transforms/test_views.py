@@ -1,0 +1,76 @@
+"""LAFS landmark views and DINO multi-crop on real and synthetic faces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lafslib.data import open_dataset, render_face
+from lafslib.transforms import LAFSViews, MultiCropViews, collate_views, group_views
+
+
+def test_lafs_views_on_real_faces(celeba_112: Path) -> None:
+    ds = open_dataset(celeba_112 / "images", transform=LAFSViews())
+    views = ds[0]
+    assert len(views) == 10 and [v["is_global"] for v in views] == [True] * 2 + [False] * 8
+    assert views[0]["image"].shape == (3, 112, 112) and views[2]["image"].shape == (3, 48, 48)
+    assert views[0]["token_centers"].shape == (196, 2) and views[5]["token_centers"].shape == (
+        36,
+        2,
+    )
+    for v in views:
+        assert v["image"].min() >= -1 and v["image"].max() <= 1
+        assert (v["token_centers"] >= 0).all() and (v["token_centers"] <= 1).all()
+        assert v["keypoints"].shape == (5, 2)
+
+
+def test_patches_sit_at_the_landmarks() -> None:
+    """Without augmentation, each mosaic tile is the image patch around its landmark."""
+    sample = render_face(0, 0)
+    views = LAFSViews(global_views=1, local_views=0, sigma=0.0, global_scale=(1.0, 1.0))
+    views.global_colour = [lambda x: x] * 2
+    torch.manual_seed(3)
+    v = views(sample)[0]
+    img = torch.from_numpy(sample["image"]).permute(2, 0, 1).float() / 127.5 - 1
+    c = v["token_centers"]
+    # the full-image crop may be flipped; compare against the flipped image when it is
+    for ref in (img, img.flip(-1)):
+        x, y = (c[50] * 112).round().long().tolist()
+        tile = v["image"][:, 24:32, 64:72]  # token 50 = row 3, col 8 of the mosaic
+        patch = ref[:, y - 4 : y + 4, x - 4 : x + 4]
+        if patch.shape == tile.shape and (patch - tile).abs().mean() < 0.05:
+            break
+    else:
+        raise AssertionError("mosaic tile does not match the image around its landmark")
+
+
+def test_keypoints_follow_flip_and_crop() -> None:
+    sample = render_face(2, 1)
+    views = LAFSViews(global_views=8, local_views=0, sigma=0.0)
+    for v in views(sample):
+        kp = v["keypoints"]
+        assert kp[0, 0] < kp[1, 0] and kp[3, 0] < kp[4, 0]  # left/right stay image-left/right
+        assert kp[2, 1] > kp[0, 1]  # nose below the eyes
+
+
+def test_subset_sizes_and_seed_determinism(faces_mini: Path) -> None:
+    ds = open_dataset(faces_mini / "identities", transform=LAFSViews(local_landmarks=16))
+    torch.manual_seed(0)
+    a = ds[3]
+    torch.manual_seed(0)
+    b = ds[3]
+    assert a[4]["image"].shape == (3, 32, 32)
+    for va, vb in zip(a, b):
+        torch.testing.assert_close(va["image"], vb["image"])
+
+
+def test_multicrop_and_grouping() -> None:
+    batch = [MultiCropViews()(render_face(0, i)) for i in range(3)]
+    views = collate_views(batch)
+    assert len(views) == 10 and views[0]["image"].shape == (3, 3, 112, 112)
+    groups = group_views(views)
+    assert [idx for idx, _ in groups] == [[0, 1], list(range(2, 10))]
+    assert groups[1][1]["image"].shape == (24, 3, 48, 48)
+    np.testing.assert_allclose(views[2]["token_centers"][0, 0].numpy(), [1 / 12, 1 / 12])
