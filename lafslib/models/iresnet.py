@@ -40,9 +40,14 @@ class IBasicBlock(nn.Module):
         in_ch: input channels.
         out_ch: output channels.
         stride: stride of the second convolution (and of the projection shortcut).
+        pool_shortcut: when ``in_ch == out_ch`` and ``stride > 1``, subsample the shortcut
+            (1x1 max pool, AdaFace/CVLFace layout) instead of a strided 1x1 conv + BN
+            (insightface layout).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, stride: int = 1, pool_shortcut: bool = False
+    ) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_ch, eps=_BN_EPS)
         self.conv1 = _conv3x3(in_ch, out_ch)
@@ -51,7 +56,9 @@ class IBasicBlock(nn.Module):
         self.conv2 = _conv3x3(out_ch, out_ch, stride)
         self.bn3 = nn.BatchNorm2d(out_ch, eps=_BN_EPS)
         self.downsample: nn.Module | None = None
-        if stride != 1 or in_ch != out_ch:
+        if pool_shortcut and in_ch == out_ch and stride > 1:
+            self.downsample = nn.MaxPool2d(1, stride)
+        elif stride != 1 or in_ch != out_ch:
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch, eps=_BN_EPS)
             )
@@ -73,6 +80,10 @@ class IResNet(nn.Module):
         embed_dim: embedding size (512).
         img_size: input size; the FC layer sees a (img_size / 16)^2 map (7x7 at 112).
         dropout: dropout before the FC layer (0 in insightface's recipes).
+        pool_shortcut: subsample (1x1 max pool) instead of projecting the shortcut of the first
+            block when its width does not change (AdaFace/CVLFace IR layout).
+        embedding_bn_affine: learnable scale/shift in the final BatchNorm1d (insightface: yes,
+            frozen scale; AdaFace/CVLFace: no affine parameters).
     """
 
     def __init__(
@@ -83,6 +94,8 @@ class IResNet(nn.Module):
         embed_dim: int = 512,
         img_size: int = 112,
         dropout: float = 0.0,
+        pool_shortcut: bool = False,
+        embedding_bn_affine: bool = True,
     ) -> None:
         super().__init__()
         if len(layers) != 4 or len(widths) != 4:
@@ -97,14 +110,14 @@ class IResNet(nn.Module):
         self.prelu = nn.PReLU(stem_width)
         in_ch = stem_width
         for i, (depth, width) in enumerate(zip(layers, widths), start=1):
-            blocks = [IBasicBlock(in_ch, width, stride=2)]
+            blocks = [IBasicBlock(in_ch, width, stride=2, pool_shortcut=pool_shortcut)]
             blocks += [IBasicBlock(width, width) for _ in range(depth - 1)]
             self.add_module(f"layer{i}", nn.Sequential(*blocks))
             in_ch = width
         self.bn2 = nn.BatchNorm2d(in_ch, eps=_BN_EPS)
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(in_ch * (img_size // 16) ** 2, embed_dim)
-        self.features = nn.BatchNorm1d(embed_dim, eps=_BN_EPS)
+        self.features = nn.BatchNorm1d(embed_dim, eps=_BN_EPS, affine=embedding_bn_affine)
         self.grad_checkpointing = False
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -112,8 +125,9 @@ class IResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        nn.init.ones_(self.features.weight)
-        self.features.weight.requires_grad_(False)
+        if embedding_bn_affine:
+            nn.init.ones_(self.features.weight)
+            self.features.weight.requires_grad_(False)
         self.pretrained_cfg = ModelInfo(
             name="IResNet", input_size=(3, img_size, img_size), embed_dim=embed_dim
         )
@@ -193,8 +207,7 @@ class IResNet(nn.Module):
 
 
 def _build(layers: Sequence[int], kwargs: dict[str, Any], **defaults: Any) -> IResNet:
-    defaults.update(kwargs)
-    return IResNet(layers=layers, **defaults)
+    return IResNet(**{"layers": tuple(layers), **defaults, **kwargs})
 
 
 @register_model
