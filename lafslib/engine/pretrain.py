@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from lafslib.config import PretrainConfig, config_to_dict
 from lafslib.data import open_dataset
@@ -29,7 +29,7 @@ from lafslib.engine.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from lafslib.engine.distributed import DistInfo, cleanup, init_distributed
+from lafslib.engine.distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
 from lafslib.engine.ema import update_ema
 from lafslib.engine.logging import RunLogger
 from lafslib.engine.rundir import prepare_run_dir
@@ -39,7 +39,25 @@ from lafslib.losses import DINOLoss
 from lafslib.models import DINOHead, create_model
 from lafslib.transforms import MultiCropViews, collate_views, group_views
 
-__all__ = ["SSLNetwork", "build_views", "pretrain", "param_groups", "clip_gradients"]
+__all__ = ["SeededViews", "SSLNetwork", "build_views", "pretrain", "param_groups", "clip_gradients"]
+
+
+class SeededViews(Dataset):
+    """Seed the view RNG from (seed, epoch, index), so a sample's views do not depend on the
+    world size, the rank, the number of workers or the resume point."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+            return self.dataset[index]
 
 
 class SSLNetwork(nn.Module):
@@ -184,7 +202,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
     device = info.device
     if cfg.run.precision == "fp16" and device.type != "cuda":
         raise ValueError("run.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-    _seed_everything(cfg.run.seed + info.rank)
+    _seed_everything(cfg.run.seed)  # identical initial weights on every rank
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     run_dir = prepare_run_dir(cfg, info.world_size, info.is_main)
@@ -204,6 +222,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
     )
     if d.max_images is not None:
         dataset = Subset(dataset, range(min(d.max_images, len(dataset))))
+    dataset = SeededViews(dataset, cfg.run.seed)
     sampler = ResumableSampler(
         len(dataset), d.batch_size, info.rank, info.world_size, seed=cfg.run.seed
     )
@@ -238,9 +257,12 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
     skip = set(getattr(backbone, "no_weight_decay", lambda: set())())
     optimizer = torch.optim.AdamW(param_groups(student, skip), lr=0.0)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.run.precision == "fp16")
+    # the backbone's embedding head is not used by forward_ssl: let DDP skip it
     net = (
         DistributedDataParallel(
-            student, device_ids=[device.index] if device.type == "cuda" else None
+            student,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
         )
         if info.distributed
         else student
@@ -299,6 +321,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
     while step < last_step:
         epoch = step // steps_per_epoch
         sampler.set_epoch(epoch, (step % steps_per_epoch) * o.accumulate)
+        dataset.epoch = epoch
         for batch in loader:
             lr = warmup_cosine(step, total_steps, warmup, peak_lr, o.min_lr)
             wd = cosine_schedule(step, total_steps, o.weight_decay, o.weight_decay_end)
@@ -344,7 +367,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
             if step % cfg.run.log_every == 0 or step == last_step:
                 elapsed = time.time() - t_start
                 metrics = {
-                    "loss": float(loss.item()),
+                    "loss": float(all_reduce_mean(loss.detach())),
                     "lr": lr,
                     "wd": wd,
                     "momentum": momentum,

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -105,16 +104,19 @@ def test_resume_equivalence(tmp_path: Path) -> None:
 def test_checkpoint_survives_sigkill_during_write(tmp_path: Path) -> None:
     path = tmp_path / "ck.pt"
     save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
+    # the child stalls inside the write (after the data, before the rename) and is killed there
     script = (
-        "import torch, sys\n"
-        "from lafslib.engine.checkpoint import save_checkpoint\n"
-        "big = {'step': 2, 'w': torch.randn(60_000_000)}\n"
-        "print('ready', flush=True)\n"
-        f"save_checkpoint({str(path)!r}, big)\n"
+        "import os, sys, time, torch\n"
+        "from lafslib.engine import checkpoint\n"
+        "def stalled_fsync(fd):\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+        "checkpoint.os.fsync = stalled_fsync\n"
+        f"checkpoint.save_checkpoint({str(path)!r}, {{'step': 2, 'w': torch.zeros(3)}})\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(0.3)
+    assert proc.stdout.readline().strip() == "writing"
+    assert list(tmp_path.glob(".ck.pt.tmp-*"))  # the new checkpoint is half-way
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     state = load_checkpoint(path)
@@ -131,3 +133,30 @@ def test_untrusted_checkpoint_is_not_executed(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a loadable"):
         load_checkpoint(path)
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.distributed
+def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
+    single = _recipe(tmp_path, "one", run__max_steps=2, data__batch_size=8)
+    pretrain(load_recipe(single))
+    double = _recipe(tmp_path, "two", run__max_steps=2, data__batch_size=4)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "lafslib.cli", "pretrain", str(double)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world size 2" in proc.stdout
+    a = load_checkpoint(tmp_path / "one/checkpoints/step_00000002.pt")
+    b = load_checkpoint(tmp_path / "two/checkpoints/step_00000002.pt")
+    torch.testing.assert_close(b["loss"]["center"], a["loss"]["center"], atol=1e-6, rtol=1e-5)
+    for name, tensor in a["student"].items():
+        torch.testing.assert_close(b["student"][name], tensor, atol=1e-5, rtol=1e-4, msg=name)
+    la = [
+        yaml.safe_load(r)["train/loss"]
+        for r in (tmp_path / "one/metrics.jsonl").read_text().splitlines()
+    ]
+    lb = [
+        yaml.safe_load(r)["train/loss"]
+        for r in (tmp_path / "two/metrics.jsonl").read_text().splitlines()
+    ]
+    assert la == pytest.approx(lb, rel=1e-5)
