@@ -10,9 +10,17 @@ from lafslib.models._registry import (
 )
 from lafslib.models.export import load_export, save_export
 from lafslib.models.heads import DINOHead
+from lafslib.models.iresnet import IResNet
+from lafslib.models.landmark_net import LandmarkNet
+from lafslib.models.part_fvit import PartFViT
+from lafslib.models.timm_backbone import TimmViT
 
 __all__ = [
     "DINOHead",
+    "IResNet",
+    "LandmarkNet",
+    "PartFViT",
+    "TimmViT",
     "ModelInfo",
     "create_model",
     "list_models",

@@ -1,0 +1,267 @@
+"""Converters: parity with reference implementations (golden data), strictness, head conversion."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import zlib
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from lafslib.models import create_model, load_export
+from lafslib.models.convert import (
+    ConversionError,
+    convert_checkpoint,
+    convert_to_export,
+    load_dino_head,
+    read_checkpoint,
+)
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
+
+
+def golden_tensor(key: str, shape: list[int]) -> torch.Tensor:
+    """The deterministic reference weights described in tests/data/golden/README.md."""
+    shape = tuple(shape)
+    if key.endswith("num_batches_tracked"):
+        return torch.zeros(shape, dtype=torch.long)
+    g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+    if key.endswith("running_var"):
+        return torch.rand(shape, generator=g) * 0.5 + 0.75
+    if len(shape) >= 2:
+        return torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+    if key.endswith("weight"):
+        return 1.0 + 0.1 * torch.randn(shape, generator=g)
+    return 0.1 * torch.randn(shape, generator=g)
+
+
+def golden_state(name: str) -> dict[str, torch.Tensor]:
+    keys = json.loads((GOLDEN / f"{name}_keys.json").read_text())
+    return {k: golden_tensor(k, s) for k, s in keys.items()}
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(actual, expected, atol=1e-5 * max(1.0, scale), rtol=1e-5)
+
+
+def test_insightface_iresnet18_matches_reference(tmp_path):
+    ref = load_file(str(GOLDEN / "insightface_iresnet18.safetensors"))
+    state = {f"module.{k}": v for k, v in golden_state("insightface_iresnet18").items()}
+    torch.save(state, tmp_path / "backbone.pth")
+    model, report, head = convert_checkpoint(tmp_path / "backbone.pth", "insightface")
+    assert report.model == "iresnet18" and report.model_kwargs == {} and report.ok
+    assert head is None and len(report.loaded) == len(state)
+    with torch.no_grad():
+        _close(model(ref["input"]), ref["output"])
+
+
+def _partfvit_inputs():
+    ref = load_file(str(GOLDEN / "lafs_part_fvit_tiny.safetensors"))
+    tiny = {"num_heads": 2, "head_dim": 16}
+    return ref, tiny
+
+
+def test_part_fvit_checkpoint_matches_release(tmp_path):
+    ref, tiny = _partfvit_inputs()
+    state = {f"module.{k}": v for k, v in golden_state("lafs_part_fvit_tiny").items()}
+    torch.save({"state_dict": state, "epoch": 7}, tmp_path / "part_fvit.pth")
+    model, report, _ = convert_checkpoint(
+        tmp_path / "part_fvit.pth",
+        "partfvit",
+        model_kwargs={"vit_kwargs": tiny},
+        allow_missing=["vit.head.*"],
+    )
+    assert report.model == "part_fvit_base" and report.skipped == {
+        "epoch": "training state, not weights"
+    }
+    assert not report.missing and not report.unexpected
+    with torch.no_grad():
+        emb = model.forward_ssl(ref["input"])
+    # The release's landmarks are pixels in [0, 111] with patches centred half a pixel before.
+    expected_centres = (ref["landmarks_px"] - 0.5) / 112
+    _close(model.last_landmarks, expected_centres)
+    _close(emb, ref["output"])
+
+
+def test_lafs_teacher_student_checkpoint_and_legacy_dino_head(tmp_path):
+    ref, tiny = _partfvit_inputs()
+    vit = {
+        k: v
+        for k, v in golden_state("lafs_part_fvit_tiny").items()
+        if not k.startswith(("stn.", "output_layer."))
+    }
+    g = torch.Generator().manual_seed(0)
+    head = {
+        "mlp.0.weight": torch.randn(24, 32, generator=g),
+        "mlp.0.bias": torch.randn(24, generator=g),
+        "mlp.2.weight": torch.randn(8, 24, generator=g),
+        "mlp.2.bias": torch.randn(8, generator=g),
+        "last_layer.weight_g": torch.rand(50, 1, generator=g) + 0.5,
+        "last_layer.weight_v": torch.randn(50, 8, generator=g),
+    }
+    teacher = {f"backbone.{k}": v for k, v in vit.items()} | {
+        f"head.{k}": v for k, v in head.items()
+    }
+    ckpt = {
+        "teacher": teacher,
+        "student": {f"module.{k}": v for k, v in teacher.items()},
+        "epoch": 3,
+        "args": argparse.Namespace(arch="vit", lr=1e-3),
+    }
+    torch.save(ckpt, tmp_path / "checkpoint.pth")
+    model, report, dino_head = convert_checkpoint(
+        tmp_path / "checkpoint.pth", "lafs", model_kwargs=tiny, allow_missing=["head.*"]
+    )
+    assert report.model == "fvit_base"
+    assert set(report.skipped) == {"student", "epoch", "args"}
+    assert "loss.weight" not in report.loaded
+    # The LAFS backbone sees the mosaic of landmark patches (here: at the release's landmarks).
+    part = create_model("part_fvit_test")
+    mosaic = part.mosaic(ref["input"], (ref["landmarks_px"] - 0.5) / 112)
+    with torch.no_grad():
+        _close(model.forward_ssl(mosaic), ref["output"])
+        z = torch.randn(4, 32)
+        h = F.normalize(
+            F.gelu(z @ head["mlp.0.weight"].T + head["mlp.0.bias"]) @ head["mlp.2.weight"].T
+            + head["mlp.2.bias"],
+            dim=-1,
+        )
+        w = (
+            head["last_layer.weight_g"]
+            * head["last_layer.weight_v"]
+            / head["last_layer.weight_v"].norm(dim=1, keepdim=True)
+        )
+        _close(dino_head(z), h @ w.T)
+
+
+def test_lafs_margin_classifier_is_reported_not_silently_dropped(tmp_path):
+    _, tiny = _partfvit_inputs()
+    vit = {
+        k: v
+        for k, v in golden_state("lafs_part_fvit_tiny").items()
+        if not k.startswith(("stn.", "output_layer."))
+    }
+    vit["loss.weight"] = torch.randn(10, 32)
+    torch.save(vit, tmp_path / "finetuned.pth")
+    _, report, _ = convert_checkpoint(
+        tmp_path / "finetuned.pth", "lafs", model_kwargs=tiny, allow_missing=["head.*"]
+    )
+    assert report.skipped == {"loss.weight": "margin-loss classifier (not part of the backbone)"}
+    assert "loss.weight" in report.summary()
+
+
+def test_strictness_names_missing_unexpected_and_mismatched_keys(tmp_path):
+    state = create_model("iresnet_test").state_dict()
+    bad = dict(state)
+    bad["extra.weight"] = torch.zeros(3)
+    bad.pop("bn2.bias")
+    bad["prelu.weight"] = torch.zeros(5)
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(ConversionError) as err:
+        convert_checkpoint(tmp_path / "bad.pth", "insightface", model_name="iresnet_test")
+    msg = str(err.value)
+    assert "extra.weight" in msg and "bn2.bias" in msg and "prelu.weight" in msg
+    bad.pop("extra.weight")
+    bad["prelu.weight"] = state["prelu.weight"]
+    torch.save(bad, tmp_path / "missing.pth")
+    model, report, _ = convert_checkpoint(
+        tmp_path / "missing.pth", "insightface", model_name="iresnet_test", allow_missing=["bn2.*"]
+    )
+    assert report.allowed_missing == ["bn2.bias"] and report.ok
+    torch.testing.assert_close(model.conv1.weight, state["conv1.weight"])
+
+
+def test_unsafe_pickles_are_refused(tmp_path):
+    from fractions import Fraction  # any class outside torch's weights_only allow-list
+
+    torch.save({"w": torch.zeros(1), "obj": Fraction(1, 3)}, tmp_path / "evil.pth")
+    with pytest.raises(ConversionError, match="weights_only"):
+        read_checkpoint(tmp_path / "evil.pth")
+
+
+def test_unknown_format_is_rejected(tmp_path):
+    torch.save({"w": torch.zeros(1)}, tmp_path / "x.pth")
+    with pytest.raises(ConversionError, match="unknown format"):
+        convert_checkpoint(tmp_path / "x.pth", "onnx")
+
+
+def test_dino_vit_matches_timm_reference(tmp_path):
+    import timm
+
+    ref = timm.models.vision_transformer.VisionTransformer(
+        img_size=112,
+        patch_size=8,
+        embed_dim=64,
+        depth=2,
+        num_heads=4,
+        mlp_ratio=2.0,
+        qkv_bias=True,
+        num_classes=0,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-5),  # lafslib's ViT eps; DINO uses 1e-6
+    ).eval()
+    torch.save(
+        {"teacher": {f"backbone.{k}": v for k, v in ref.state_dict().items()}},
+        tmp_path / "dino.pth",
+    )
+    model, report, head = convert_checkpoint(
+        tmp_path / "dino.pth", "dino", model_kwargs={"num_heads": 4}, allow_missing=["head.*"]
+    )
+    assert report.model_kwargs["patch_size"] == 8 and report.model_kwargs["dim"] == 64
+    assert head is None
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        _close(model.forward_features(x), ref.forward_features(x))
+
+
+def test_timm_and_export_round_trip(tmp_path):
+    import timm
+
+    ref = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=112
+    ).eval()
+    torch.save(ref.state_dict(), tmp_path / "timm.pth")
+    out, report = convert_to_export(
+        tmp_path / "timm.pth", tmp_path / "export", "timm", model_name="vit_tiny_patch16_224"
+    )
+    assert report.ok and report.model == "timm_vit"
+    model = load_export(out)
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref.forward_features(x)[:, 0])
+        assert model.forward_ssl(torch.randn(1, 3, 48, 48)).shape == (1, 192)
+
+
+def test_export_writes_dino_head(tmp_path):
+    _, tiny = _partfvit_inputs()
+    vit = {
+        k: v
+        for k, v in golden_state("lafs_part_fvit_tiny").items()
+        if not k.startswith(("stn.", "output_layer."))
+    }
+    head = {
+        "mlp.weight": torch.randn(8, 32),
+        "mlp.bias": torch.randn(8),
+        "last_layer.weight_g": torch.ones(20, 1),
+        "last_layer.weight_v": torch.randn(20, 8),
+    }
+    ckpt = {
+        "teacher": {
+            **{f"backbone.{k}": v for k, v in vit.items()},
+            **{f"head.{k}": v for k, v in head.items()},
+        }
+    }
+    torch.save(ckpt, tmp_path / "c.pth")
+    out, _ = convert_to_export(
+        tmp_path / "c.pth", tmp_path / "exp", "lafs", model_kwargs=tiny, allow_missing=["head.*"]
+    )
+    loaded = load_dino_head(out)
+    assert loaded(torch.randn(3, 32)).shape == (3, 20)
+    info = json.loads((out / "model.json").read_text())
+    assert info["name"] == "fvit_base" and info["converted_from"]["format"] == "lafs"

@@ -1,0 +1,102 @@
+"""Part fViT: end-to-end gradients into the landmark CNN, frozen landmarks, token centres, export."""
+
+from __future__ import annotations
+
+import torch
+
+from lafslib.layers.patch_sampling import grid_centers
+from lafslib.models import create_model, load_export, save_export
+from lafslib.models.part_fvit import PartFViT, release_coord_range
+
+
+def test_embedding_and_exposed_landmarks():
+    model = create_model("part_fvit_test").eval()
+    x = torch.randn(2, 3, 112, 112)
+    emb = model(x)
+    assert emb.shape == (2, model.embed_dim)
+    torch.testing.assert_close(model.last_landmarks, model.predict_landmarks(x))
+    lo, hi = release_coord_range(112)
+    flat = model.last_landmarks.flatten(1)
+    torch.testing.assert_close(flat.amin(1), torch.full((2,), lo))
+    torch.testing.assert_close(flat.amax(1), torch.full((2,), hi))
+
+
+def test_gradient_reaches_landmark_cnn_only_through_patch_sampling():
+    model = create_model("part_fvit_test", landmark_dropout=0.0)
+    model.vit.requires_grad_(False)
+    x = torch.randn(2, 3, 112, 112)
+    model(x).pow(2).sum().backward()
+    head_grad = model.landmark_net.head[1].weight.grad
+    stem_grad = model.landmark_net.trunk.features[0][0].weight.grad
+    assert head_grad is not None and head_grad.abs().sum() > 0
+    assert stem_grad is not None and stem_grad.abs().sum() > 0
+
+
+def test_training_the_landmark_cnn_alone_lowers_a_loss():
+    torch.manual_seed(0)
+    model = create_model("part_fvit_test", landmark_dropout=0.0, landmark_output="sigmoid").eval()
+    model.vit.requires_grad_(False)
+    x = torch.randn(4, 3, 112, 112)
+    target = torch.randn(4, model.embed_dim)
+    opt = torch.optim.SGD(model.landmark_net.head.parameters(), lr=0.5)
+    losses = []
+    for _ in range(4):
+        opt.zero_grad()
+        loss = (model(x) - target).pow(2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+
+
+def test_frozen_landmark_cnn_gets_no_gradient_and_stays_in_eval():
+    model = create_model("part_fvit_test", freeze_landmarks=True).train()
+    assert not model.landmark_net.training and model.vit.training
+    x = torch.randn(2, 3, 112, 112)
+    model(x).sum().backward()
+    assert all(p.grad is None for p in model.landmark_net.parameters())
+    assert model.vit.cls_token.grad is not None
+    a = model.predict_landmarks(x)
+    torch.testing.assert_close(a, model.predict_landmarks(x))  # no dropout noise
+
+
+def test_grid_token_centres_reduce_to_the_plain_vit():
+    model = create_model("part_fvit_test").eval()
+    x = torch.randn(2, 3, 112, 112)
+    centres = grid_centers(14).expand(2, -1, -1)
+    torch.testing.assert_close(
+        model.forward_features(x, token_centers=centres),
+        model.vit.forward_features(x),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+    local = model.forward_ssl(x, token_centers=torch.rand(2, 36, 2))
+    assert local.shape == (2, model.ssl_dim)
+
+
+def test_grid_initialisation_starts_on_the_patch_grid():
+    g = grid_centers(14)
+    model = PartFViT(
+        vit="fvit_test",
+        landmark_trunk="lafs_small",
+        landmark_width_mult=0.5,
+        init_grid=True,
+        coord_range=(float(g.min()), float(g.max())),
+    ).eval()
+    model(torch.randn(1, 3, 112, 112))
+    torch.testing.assert_close(model.last_landmarks[0], g, atol=1e-5, rtol=0)
+
+
+def test_registered_base_uses_lafs_settings():
+    model = create_model("part_fvit_base")
+    assert model.landmark_net.head[1].out_features == 2 * 196
+    assert model.landmark_net.trunk.out_channels == 160
+    assert model.vit.dim == 768 and len(model.vit.blocks) == 12
+
+
+def test_export_round_trip(tmp_path):
+    model = create_model("part_fvit_test", landmark_width_mult=0.25).eval()
+    x = torch.randn(2, 3, 112, 112)
+    loaded = load_export(save_export(model, tmp_path / "exp"))
+    torch.testing.assert_close(loaded(x), model(x))
+    assert {"vit.cls_token", "vit.pos_embed"} <= model.no_weight_decay()
