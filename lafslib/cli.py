@@ -214,6 +214,91 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- convert
+
+
+_CONVERT_FORMATS = ("cvlface", "lafs", "partfvit", "dino", "timm", "dinov2", "insightface")
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "convert",
+        "Convert a checkpoint of a reference project (insightface, CVLFace, LAFS, Part fViT, "
+        "DINO, timm/DINOv2/CLIP) into a lafslib export folder. Every key is loaded, reported as "
+        "skipped (e.g. a margin-loss classifier) or reported as an error.",
+        """
+  lafs convert backbone.pth exports/ir50 --format insightface
+  lafs convert cvlface_ir101/model.pt exports/cvl_ir101 --format cvlface
+  lafs convert lafs/checkpoint.pth exports/lafs --format lafs --allow-missing 'head.*'
+  lafs convert part_fvit.pth exports/part_fvit --format partfvit --allow-missing 'vit.head.*'
+  lafs convert dinov2_vits14.pth exports/dinov2_s --format dinov2 --model vit_small_patch14_dinov2
+""",
+    )
+    p.add_argument("src", help="checkpoint file (.pth/.pt/.safetensors) or a folder with one")
+    p.add_argument("out", help="output export folder (model.safetensors + model.json)")
+    p.add_argument(
+        "--format", required=True, choices=_CONVERT_FORMATS, dest="fmt", help="source layout"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="target lafslib model name (timm name for --format timm/dinov2); inferred if omitted",
+    )
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="factory argument overriding the inferred ones, VALUE parsed as JSON when possible "
+        "(e.g. --model-arg num_heads=11; repeatable)",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="glob of target keys that may stay untrained (repeatable)",
+    )
+    p.add_argument(
+        "--branch",
+        default="teacher",
+        choices=("teacher", "student"),
+        help="which network of a DINO/LAFS training checkpoint",
+    )
+    p.add_argument("--img-size", type=int, default=None, help="input size for timm/dinov2 models")
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    import json
+
+    from lafslib.models.convert import convert_to_export
+
+    model_kwargs = {}
+    for item in args.model_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-arg expects KEY=VALUE, got {item!r}")
+        try:
+            model_kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            model_kwargs[key] = value
+    out, report = convert_to_export(
+        args.src,
+        args.out,
+        args.fmt,
+        model_name=args.model,
+        model_kwargs=model_kwargs,
+        allow_missing=args.allow_missing,
+        branch=args.branch,
+        img_size=args.img_size,
+    )
+    print(report.summary())
+    print(f"exported to {out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- registry
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -221,6 +306,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_data,
     _add_pretrain,
     _add_export,
+    _add_convert,
 ]
 
 

@@ -535,8 +535,9 @@ def convert_checkpoint(
     Args:
         src: checkpoint file (or a folder with ``model.safetensors`` / ``model.pt``).
         fmt: one of :data:`FORMATS`.
-        model_name: registry name of the target (timm name for ``timm``/``dinov2``); inferred
-            from the keys when omitted (IResNet depth, fViT / DINO ViT geometry).
+        model_name: registry name of the target (timm name for ``timm``/``dinov2``). When
+            omitted, the target and its geometry (IResNet depth and widths, fViT / DINO ViT
+            size) are inferred from the keys; when given, its registered defaults are used.
         model_kwargs: factory keyword arguments overriding the inferred ones.
         allow_missing: glob patterns of target keys that may stay at their initial values.
         branch: ``"teacher"`` or ``"student"`` for DINO/LAFS training checkpoints.
@@ -561,7 +562,9 @@ def convert_checkpoint(
             plan = _plan_cvlface(state, model_name)
         else:
             plan = _plan_timm(state, model_name, fmt, img_size)
-    kwargs = dict(plan.kwargs)
+    # Inferred geometry applies when the target is inferred too; a named target keeps its
+    # registered defaults (plus model_kwargs), so a mismatching checkpoint is reported.
+    kwargs = dict(plan.kwargs) if model_name is None or plan.model == "timm_vit" else {}
     for key, value in (model_kwargs or {}).items():
         if key == "vit_kwargs" and isinstance(value, Mapping):
             kwargs["vit_kwargs"] = {**kwargs.get("vit_kwargs", {}), **value}

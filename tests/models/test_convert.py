@@ -265,3 +265,24 @@ def test_export_writes_dino_head(tmp_path):
     assert loaded(torch.randn(3, 32)).shape == (3, 20)
     info = json.loads((out / "model.json").read_text())
     assert info["name"] == "fvit_base" and info["converted_from"]["format"] == "lafs"
+
+
+def test_cli_convert_writes_an_export_and_reports_errors(tmp_path, capsys):
+    from lafslib.cli import _CONVERT_FORMATS, main
+    from lafslib.models.convert import FORMATS
+
+    assert set(_CONVERT_FORMATS) == set(FORMATS)
+    model = create_model("iresnet_test").eval()
+    torch.save({"state_dict": model.state_dict(), "epoch": 1}, tmp_path / "ir.pth")
+    args = ["convert", str(tmp_path / "ir.pth"), str(tmp_path / "exp"), "--format", "insightface"]
+    assert main([*args, "--model", "iresnet_test"]) == 0
+    out = capsys.readouterr().out
+    assert "loaded" in out and "epoch" in out
+    x = torch.randn(2, 3, 112, 112)
+    torch.testing.assert_close(load_export(tmp_path / "exp")(x), model(x))
+    # Without --model the geometry (1 block per stage, widths 8..32) is inferred.
+    assert main([*args[:2], str(tmp_path / "exp2"), "--format", "insightface"]) == 0
+    inferred = load_export(tmp_path / "exp2")
+    torch.testing.assert_close(inferred(x), model(x))
+    assert main([*args, "--model", "iresnet18"]) == 2
+    assert "SHAPE MISMATCH" in capsys.readouterr().err
