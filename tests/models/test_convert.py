@@ -286,3 +286,15 @@ def test_cli_convert_writes_an_export_and_reports_errors(tmp_path, capsys):
     torch.testing.assert_close(inferred(x), model(x))
     assert main([*args, "--model", "iresnet18"]) == 2
     assert "SHAPE MISMATCH" in capsys.readouterr().err
+
+
+def test_cvlface_adaface_ir18_matches_reference(tmp_path):
+    ref = load_file(str(GOLDEN / "cvlface_ir18.safetensors"))
+    state = {f"net.{k}": v for k, v in golden_state("cvlface_ir18").items()}
+    torch.save(state, tmp_path / "model.pt")
+    model, report, _ = convert_checkpoint(tmp_path, "cvlface")
+    assert report.model == "iresnet18" and report.ok
+    assert report.model_kwargs == {"pool_shortcut": True, "embedding_bn_affine": False}
+    assert isinstance(model.layer1[0].downsample, torch.nn.MaxPool2d)
+    with torch.no_grad():
+        _close(model(ref["input"]), ref["output"])
