@@ -504,7 +504,9 @@ def _plan_dino(obj: Mapping[str, Any], branch: str, model_name: str | None, skip
     return _Plan(model_name or "vit_base", geometry, mapped, head or None)
 
 
-def _plan_timm(state: State, model_name: str | None, fmt: str, img_size: int | None) -> _Plan:
+def _plan_timm(
+    state: State, model_name: str | None, fmt: str, img_size: int | None, skipped: dict[str, str]
+) -> _Plan:
     state = _strip(state, ("module.",))
     if model_name is None:
         if fmt != "dinov2":
@@ -517,6 +519,7 @@ def _plan_timm(state: State, model_name: str | None, fmt: str, img_size: int | N
     kwargs = {"timm_name": model_name, "img_size": img_size or 112}
     wrapper = create_model("timm_vit", **kwargs)
     filtered = checkpoint_filter_fn(dict(state), wrapper.model)
+    filtered = _skip(filtered, {"head.*": "classifier head (the backbone has none)"}, skipped)
     return _Plan("timm_vit", kwargs, {f"model.{k}": v for k, v in filtered.items()})
 
 
@@ -561,7 +564,7 @@ def convert_checkpoint(
         elif fmt == "cvlface":
             plan = _plan_cvlface(state, model_name)
         else:
-            plan = _plan_timm(state, model_name, fmt, img_size)
+            plan = _plan_timm(state, model_name, fmt, img_size, skipped)
     # Inferred geometry applies when the target is inferred too; a named target keeps its
     # registered defaults (plus model_kwargs), so a mismatching checkpoint is reported.
     kwargs = dict(plan.kwargs) if model_name is None or plan.model == "timm_vit" else {}

@@ -223,14 +223,13 @@ def test_dino_vit_matches_timm_reference(tmp_path):
 def test_timm_and_export_round_trip(tmp_path):
     import timm
 
-    ref = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=112
-    ).eval()
+    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=112).eval()
     torch.save(ref.state_dict(), tmp_path / "timm.pth")
     out, report = convert_to_export(
         tmp_path / "timm.pth", tmp_path / "export", "timm", model_name="vit_tiny_patch16_224"
     )
     assert report.ok and report.model == "timm_vit"
+    assert set(report.skipped) == {"head.weight", "head.bias"}
     model = load_export(out)
     x = torch.randn(2, 3, 112, 112)
     with torch.no_grad():
