@@ -504,6 +504,18 @@ def _plan_dino(obj: Mapping[str, Any], branch: str, model_name: str | None, skip
     return _Plan(model_name or "vit_base", geometry, mapped, head or None)
 
 
+def _dinov2_name(state: State) -> str:
+    """timm name of a DINOv2 checkpoint from its width (and register tokens)."""
+    if "cls_token" not in state:
+        raise ConversionError("not a DINOv2 ViT: no 'cls_token'; pass --model TIMM_NAME")
+    dim = int(state["cls_token"].shape[-1])
+    sizes = {384: "small", 768: "base", 1024: "large", 1536: "giant"}
+    if dim not in sizes:
+        raise ConversionError(f"no DINOv2 size has width {dim}; pass --model TIMM_NAME")
+    regs = "_reg4" if "register_tokens" in state else ""
+    return f"vit_{sizes[dim]}_patch14{regs}_dinov2"
+
+
 def _plan_timm(
     state: State, model_name: str | None, fmt: str, img_size: int | None, skipped: dict[str, str]
 ) -> _Plan:
@@ -513,12 +525,15 @@ def _plan_timm(
             raise ConversionError(
                 "--format timm needs --model TIMM_NAME (e.g. vit_base_patch16_224)"
             )
-        model_name = "vit_base_patch14_dinov2"
+        model_name = _dinov2_name(state)
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     kwargs = {"timm_name": model_name, "img_size": img_size or 112}
     wrapper = create_model("timm_vit", **kwargs)
     filtered = checkpoint_filter_fn(dict(state), wrapper.model)
+    for key in state:
+        if key not in filtered:
+            skipped[key] = "renamed, merged or dropped by timm's checkpoint_filter_fn"
     filtered = _skip(filtered, {"head.*": "classifier head (the backbone has none)"}, skipped)
     return _Plan("timm_vit", kwargs, {f"model.{k}": v for k, v in filtered.items()})
 
