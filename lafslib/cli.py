@@ -299,6 +299,41 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- eval
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "eval",
+        "Evaluate an exported model on insightface .bin verification sets (10-fold accuracy, "
+        "VAL@FAR, TAR@FAR): report.json, report.md and roc.png in --out.",
+        """
+  lafs eval --model runs/demo/pretrain/export --bin ../shared/data/faces-mini/lfw_mini.bin
+  lafs eval --model export/ --bin lfw.bin cfp_fp.bin agedb_30.bin --out reports/model --device cuda
+""",
+    )
+    p.add_argument("--model", required=True, help="export folder (model.safetensors + model.json)")
+    p.add_argument("--bin", nargs="+", default=[], help="insightface .bin verification sets")
+    p.add_argument("--out", default="eval_report", help="output folder")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--no-flip", action="store_true", help="disable the flip test")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from lafslib.evaluation.report import evaluate_export
+
+    report = evaluate_export(
+        args.model, args.bin, args.out, args.batch_size, not args.no_flip, args.device
+    )
+    for name, r in report["results"].items():
+        print(f"{name}: accuracy {100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}")
+    print(f"report: {args.out}/report.md")
+    return 0
+
+
 # ----------------------------------------------------------------------------- registry
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -307,6 +342,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_pretrain,
     _add_export,
     _add_convert,
+    _add_eval,
 ]
 
 

@@ -1,1 +1,20 @@
-"""lafslib.evaluation."""
+"""Evaluation: embeddings, 1:1 verification (10-fold .bin protocol, ROC, TAR@FAR), reports."""
+
+from lafslib.evaluation.embed import embed_images, flip_keypoints
+from lafslib.evaluation.verification import (
+    evaluate_bin,
+    pair_distances,
+    roc_curve,
+    tar_at_far,
+    verification_10fold,
+)
+
+__all__ = [
+    "embed_images",
+    "evaluate_bin",
+    "flip_keypoints",
+    "pair_distances",
+    "roc_curve",
+    "tar_at_far",
+    "verification_10fold",
+]
