@@ -267,6 +267,13 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         help="which network of a DINO/LAFS training checkpoint",
     )
     p.add_argument("--img-size", type=int, default=None, help="input size for timm/dinov2 models")
+    p.add_argument(
+        "--bgr",
+        action="store_true",
+        default=None,
+        help="the checkpoint expects BGR input (folded into the first conv; CVLFace: read "
+        "from model.yaml when omitted)",
+    )
     p.set_defaults(func=_run_convert)
 
 
@@ -293,6 +300,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         allow_missing=args.allow_missing,
         branch=args.branch,
         img_size=args.img_size,
+        bgr=args.bgr,
     )
     print(report.summary())
     print(f"exported to {out}")

@@ -77,6 +77,7 @@ class ConversionReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -94,6 +95,7 @@ class ConversionReport:
             reasons.setdefault(why, []).append(key)
         for why, keys in reasons.items():
             lines.append(f"  skipped {len(keys)} ({why}): {_short(keys)}")
+        lines += [f"  note: {n}" for n in self.notes]
         for label, keys in (
             ("missing (allowed)", self.allowed_missing),
             ("MISSING", self.missing),
@@ -445,6 +447,31 @@ class _Plan:
     fill: Callable[[nn.Module], None] | None = None
 
 
+_FIRST_CONVS = ("conv1.weight", "patch_embed.proj.weight", "patch_embed.weight")
+
+
+def _fold_bgr(state: State) -> str:
+    """Fold a BGR->RGB channel flip of the input into the first convolution (exact)."""
+    for key in _FIRST_CONVS:
+        w = state.get(key)
+        if w is not None and w.ndim == 4 and w.shape[1] == 3:
+            state[key] = w.flip(1).contiguous()
+            return f"BGR input folded into {key} (the export takes RGB)"
+    raise ConversionError(f"cannot fold BGR input: none of {_FIRST_CONVS} has 3 input channels")
+
+
+def _cvlface_bgr(src: Path) -> bool:
+    """Whether the CVLFace config beside ``src`` (``model.yaml``) declares BGR input."""
+    import yaml
+
+    folder, stem = (src, "model") if src.is_dir() else (src.parent, src.stem)
+    config = folder / f"{stem}.yaml"
+    if not config.is_file():
+        return False
+    data = yaml.safe_load(config.read_text()) or {}
+    return str(data.get("color_space", "RGB")).upper() == "BGR"
+
+
 def _plan_insightface(state: State, model_name: str | None) -> _Plan:
     state = _strip(state, ("module.",))
     name, kwargs = _iresnet_target(_iresnet_geometry(state))
@@ -546,6 +573,7 @@ def convert_checkpoint(
     allow_missing: Iterable[str] = (),
     branch: str = "teacher",
     img_size: int | None = None,
+    bgr: bool | None = None,
     strict: bool = True,
 ) -> tuple[nn.Module, ConversionReport, DINOHead | None]:
     """Load a reference checkpoint into a lafslib model.
@@ -560,6 +588,9 @@ def convert_checkpoint(
         allow_missing: glob patterns of target keys that may stay at their initial values.
         branch: ``"teacher"`` or ``"student"`` for DINO/LAFS training checkpoints.
         img_size: input size of ``timm``/``dinov2`` models (position embeddings are resampled).
+        bgr: the checkpoint expects BGR input; the flip is folded into the first convolution so
+            the result takes RGB. ``None``: read ``color_space`` from CVLFace's ``model.yaml``
+            beside the checkpoint (``cvlface``), else RGB.
         strict: raise :class:`ConversionError` unless every key is accounted for.
 
     Returns:
@@ -582,6 +613,11 @@ def convert_checkpoint(
             plan = _plan_timm(state, model_name, fmt, img_size, skipped)
     # Inferred geometry applies when the target is inferred too; a named target keeps its
     # registered defaults (plus model_kwargs), so a mismatching checkpoint is reported.
+    notes: list[str] = []
+    if bgr is None:
+        bgr = fmt == "cvlface" and _cvlface_bgr(Path(src))
+    if bgr:
+        notes.append(_fold_bgr(plan.state))
     kwargs = dict(plan.kwargs) if model_name is None or plan.model == "timm_vit" else {}
     for key, value in (model_kwargs or {}).items():
         if key == "vit_kwargs" and isinstance(value, Mapping):
@@ -594,7 +630,7 @@ def convert_checkpoint(
         raise ConversionError(
             f"cannot build '{plan.model}' with {kwargs}: {exc}; pass --model / --model-arg"
         ) from exc
-    report = ConversionReport(str(src), fmt, plan.model, kwargs, skipped=skipped)
+    report = ConversionReport(str(src), fmt, plan.model, kwargs, skipped=skipped, notes=notes)
     target = model.state_dict()
     patterns = list(allow_missing)
     for key in sorted(set(target) - set(plan.state)):

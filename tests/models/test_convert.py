@@ -317,3 +317,16 @@ def test_dinov2_original_layout_resampled_to_faces(tmp_path):
     x = torch.randn(1, 3, 112, 112)
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref.eval().forward_features(x)[:, 0])
+
+
+def test_cvlface_bgr_config_is_folded_into_the_first_conv(tmp_path):
+    ref = load_file(str(GOLDEN / "cvlface_ir18.safetensors"))
+    torch.save(
+        {f"net.{k}": v for k, v in golden_state("cvlface_ir18").items()}, tmp_path / "model.pt"
+    )
+    (tmp_path / "model.yaml").write_text("color_space: BGR\nname: ir18\n")
+    model, report, _ = convert_checkpoint(tmp_path / "model.pt", "cvlface")
+    assert any("BGR" in n for n in report.notes)
+    # CVLFace feeds BGR models x.flip(1); the converted model takes RGB, so it sees the flip.
+    with torch.no_grad():
+        _close(model(ref["input"].flip(1)), ref["output"])
