@@ -1,4 +1,4 @@
-"""``make demo``: a short LAFS pretraining run at demo size, then export of the teacher.
+"""``make demo``: a short LAFS pretraining run at demo size, export of the teacher, evaluation.
 
 Uses the real faces of ``../shared/data/celeba-112`` (with their 5-point landmarks) when that
 folder exists beside the repository (or ``LAFS_SHARED_DATA`` points to it), else procedural
@@ -29,6 +29,21 @@ def shared_data() -> Path | None:
     return root if (root / "celeba-112" / "images").is_dir() else None
 
 
+def _verification_set(data: Path | None, out: Path) -> Path:
+    """faces-mini's lfw_mini.bin, or 100 synthetic pairs (50 same identity) written as .bin."""
+    if data is not None and (data / "faces-mini" / "lfw_mini.bin").is_file():
+        return data / "faces-mini" / "lfw_mini.bin"
+    from lafslib.data import render_face, write_bin
+
+    images, issame = [], []
+    for pair in range(100):
+        same = pair % 2 == 0
+        a, b = 1000 + pair, (1000 + pair) if same else (2000 + pair)
+        images += [render_face(a, 0)["image"], render_face(b, 1)["image"]]
+        issame.append(same)
+    return write_bin(out / "synthetic_pairs.bin", images, issame)
+
+
 def run(out: Path, steps: int | None) -> dict:
     """Pretrain, export, and return a summary dict."""
     data = shared_data()
@@ -49,6 +64,12 @@ def run(out: Path, steps: int | None) -> dict:
         raise SystemExit("demo: pretraining failed")
     if lafs(["export", str(out / "pretrain")]) != 0:
         raise SystemExit("demo: export failed")
+    bin_path = _verification_set(data, out)
+    eval_args = ["eval", "--model", str(out / "pretrain" / "export"), "--bin", str(bin_path)]
+    if lafs([*eval_args, "--out", str(out / "eval")]) != 0:
+        raise SystemExit("demo: evaluation failed")
+    report = json.loads((out / "eval" / "report.json").read_text())
+    (result,) = report["results"].values()
     rows = [
         json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()
     ]
@@ -61,6 +82,9 @@ def run(out: Path, steps: int | None) -> dict:
         "first_loss": rows[0]["train/loss"],
         "last_loss": rows[-1]["train/loss"],
         "teacher_entropy": rows[-1]["train/teacher_entropy"],
+        "verification_set": str(bin_path),
+        "verification_accuracy": round(result["accuracy"], 4),
+        "report": str(out / "eval" / "report.md"),
         "minutes": round((time.time() - t0) / 60, 2),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -79,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n== lafslib demo summary ==")
     for key, value in summary.items():
         print(f"{key:>16}: {value}")
-    print(f"\nreport: {args.out / 'summary.json'}  (tensorboard --logdir {summary['tensorboard']})")
+    print(f"\nreport: {summary['report']}  (tensorboard --logdir {summary['tensorboard']})")
     return 0
 
 

@@ -17,3 +17,4 @@ def test_demo_on_synthetic_faces(tmp_path: Path, monkeypatch) -> None:
     assert (run / "config.yaml").is_file() and any((run / "tb").iterdir())
     assert (Path(summary["export"]) / "model.safetensors").is_file()
     assert json.loads((tmp_path / "demo" / "summary.json").read_text())["steps"] == 2
+    assert Path(summary["report"]).is_file() and 0 <= summary["verification_accuracy"] <= 1
