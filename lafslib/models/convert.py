@@ -30,7 +30,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -444,7 +444,6 @@ class _Plan:
     kwargs: dict[str, Any]
     state: State
     head: State | None = None
-    fill: Callable[[nn.Module], None] | None = None
 
 
 _FIRST_CONVS = ("conv1.weight", "patch_embed.proj.weight", "patch_embed.weight")
