@@ -100,3 +100,15 @@ def test_export_round_trip(tmp_path):
     loaded = load_export(save_export(model, tmp_path / "exp"))
     torch.testing.assert_close(loaded(x), model(x))
     assert {"vit.cls_token", "vit.pos_embed"} <= model.no_weight_decay()
+
+
+def test_group_matcher_covers_every_parameter():
+    import re
+
+    model = create_model("part_fvit_test")
+    groups = model.group_matcher()
+    pats = [groups["stem"], *(p for p, _ in groups["blocks"]), groups["head"]]
+    for name, _ in model.named_parameters():
+        assert any(re.match(p, name) for p in pats), name
+    assert re.match(groups["stem"], "landmark_net.trunk.features.0.0.weight")
+    assert not re.match(groups["stem"], "vit.blocks.0.norm1.weight")
