@@ -543,7 +543,12 @@ def _dinov2_name(state: State) -> str:
 
 
 def _plan_timm(
-    state: State, model_name: str | None, fmt: str, img_size: int | None, skipped: dict[str, str]
+    state: State,
+    model_name: str | None,
+    fmt: str,
+    img_size: int | None,
+    timm_kwargs: Mapping[str, Any] | None,
+    skipped: dict[str, str],
 ) -> _Plan:
     state = _strip(state, ("module.",))
     if model_name is None:
@@ -554,7 +559,9 @@ def _plan_timm(
         model_name = _dinov2_name(state)
     from timm.models.vision_transformer import checkpoint_filter_fn
 
-    kwargs = {"timm_name": model_name, "img_size": img_size or 112}
+    kwargs: dict[str, Any] = {"timm_name": model_name, "img_size": img_size or 112}
+    if timm_kwargs:
+        kwargs["timm_kwargs"] = dict(timm_kwargs)
     wrapper = create_model("timm_vit", **kwargs)
     filtered = checkpoint_filter_fn(dict(state), wrapper.model)
     for key in state:
@@ -609,7 +616,8 @@ def convert_checkpoint(
         elif fmt == "cvlface":
             plan = _plan_cvlface(state, model_name)
         else:
-            plan = _plan_timm(state, model_name, fmt, img_size, skipped)
+            timm_kwargs = (model_kwargs or {}).get("timm_kwargs")
+            plan = _plan_timm(state, model_name, fmt, img_size, timm_kwargs, skipped)
     # Inferred geometry applies when the target is inferred too; a named target keeps its
     # registered defaults (plus model_kwargs), so a mismatching checkpoint is reported.
     notes: list[str] = []

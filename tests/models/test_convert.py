@@ -303,16 +303,17 @@ def test_dinov2_original_layout_resampled_to_faces(tmp_path):
     import timm
     from timm.models.vision_transformer import checkpoint_filter_fn
 
-    src = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0)
+    name, short = "vit_small_patch14_dinov2", {"depth": 2}
+    src = timm.create_model(name, pretrained=False, num_classes=0, **short)
     state = dict(src.state_dict())
     state["mask_token"] = torch.zeros(1, 384)  # present in the original DINOv2 release
     torch.save(state, tmp_path / "dinov2_vits14.pth")
-    model, report, _ = convert_checkpoint(tmp_path / "dinov2_vits14.pth", "dinov2", img_size=112)
-    assert report.ok and report.model_kwargs["timm_name"] == "vit_small_patch14_dinov2"
-    assert "mask_token" in report.skipped
-    ref = timm.create_model(
-        "vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=112
+    model, report, _ = convert_checkpoint(
+        tmp_path / "dinov2_vits14.pth", "dinov2", img_size=112, model_kwargs={"timm_kwargs": short}
     )
+    assert report.ok and report.model_kwargs["timm_name"] == name
+    assert "mask_token" in report.skipped
+    ref = timm.create_model(name, pretrained=False, num_classes=0, img_size=112, **short)
     ref.load_state_dict(checkpoint_filter_fn(dict(state), ref))
     x = torch.randn(1, 3, 112, 112)
     with torch.no_grad():

@@ -32,21 +32,23 @@ def test_gradient_reaches_landmark_cnn_only_through_patch_sampling():
     assert stem_grad is not None and stem_grad.abs().sum() > 0
 
 
-def test_training_the_landmark_cnn_alone_lowers_a_loss():
-    torch.manual_seed(0)
-    model = create_model("part_fvit_test", landmark_dropout=0.0, landmark_output="sigmoid").eval()
+def test_a_step_on_the_landmark_cnn_alone_lowers_a_loss():
+    model = create_model("part_fvit_test", landmark_output="sigmoid").eval()
     model.vit.requires_grad_(False)
-    x = torch.randn(4, 3, 112, 112)
-    target = torch.randn(4, model.embed_dim)
-    opt = torch.optim.SGD(model.landmark_net.head.parameters(), lr=0.5)
-    losses = []
-    for _ in range(4):
-        opt.zero_grad()
-        loss = (model(x) - target).pow(2).mean()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    assert losses[-1] < losses[0]
+    x = torch.randn(2, 3, 112, 112)
+    target = torch.randn(2, model.embed_dim)
+    params = list(model.landmark_net.head.parameters())
+    loss = (model(x) - target).pow(2).mean()
+    grads = torch.autograd.grad(loss, params)
+    norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+    assert norm > 0
+    with torch.no_grad():
+        before = model.last_landmarks.clone()
+        for p, g in zip(params, grads):
+            p -= 1e-2 * g / norm
+        after = (model(x) - target).pow(2).mean()
+    assert not torch.equal(model.last_landmarks, before)
+    assert after < loss.detach()
 
 
 def test_frozen_landmark_cnn_gets_no_gradient_and_stays_in_eval():
