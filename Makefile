@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/python -m lafslib.demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check lafslib tests benchmarks
