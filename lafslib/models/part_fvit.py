@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -160,9 +161,16 @@ class PartFViT(nn.Module):
         return self.vit.forward_ssl(self.mosaic(x, centers), keypoints, centers)
 
     def forward(self, x: torch.Tensor, keypoints: torch.Tensor | None = None) -> torch.Tensor:
-        """Face embedding (B, embed_dim); the landmarks used are kept in ``last_landmarks``."""
+        """Face embedding (B, embed_dim); the landmarks used are kept in ``last_landmarks``.
+
+        The landmarks reach the transformer as ``token_centers`` when its ``forward`` accepts
+        them (KP-RPE at arbitrary token positions).
+        """
         centers = self._centers(x, None)
-        return self.vit(self.mosaic(x, centers), keypoints)
+        mosaic = self.mosaic(x, centers)
+        if "token_centers" in inspect.signature(self.vit.forward).parameters:
+            return self.vit(mosaic, keypoints, token_centers=centers)
+        return self.vit(mosaic, keypoints)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

@@ -114,3 +114,21 @@ def test_group_matcher_covers_every_parameter():
         assert any(re.match(p, name) for p in pats), name
     assert re.match(groups["stem"], "landmark_net.trunk.features.0.0.weight")
     assert not re.match(groups["stem"], "vit.blocks.0.norm1.weight")
+
+
+def test_forward_passes_landmarks_to_a_transformer_that_takes_token_centres():
+    model = create_model("part_fvit_test").eval()
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+            self.centers: torch.Tensor | None = None
+
+        def forward(self, x, keypoints=None, token_centers=None):
+            self.centers = token_centers
+            return self.inner(x, keypoints)
+
+    model.vit = Recorder(model.vit)
+    model(torch.randn(2, 3, 112, 112))
+    torch.testing.assert_close(model.vit.centers, model.last_landmarks)
