@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.lafslib-installed
 
-.PHONY: install demo test lint format bench study clean
+.PHONY: install demo test lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,6 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
-
-study: $(STAMP)
-	$(BIN)/python benchmarks/study_cpu_small.py
 
 clean:
 	rm -rf runs build dist *.egg-info .pytest_cache .ruff_cache
