@@ -160,3 +160,27 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
         for r in (tmp_path / "two/metrics.jsonl").read_text().splitlines()
     ]
     assert la == pytest.approx(lb, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "recipe", sorted((ROOT / "recipes" / "pretrain").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_shipped_recipes_run_at_tiny_size(recipe: Path, tmp_path: Path) -> None:
+    overrides = [
+        f"run.output_dir={tmp_path / recipe.stem}",
+        "run.max_steps=1",
+        "data.train=synthetic",
+        "data.landmarks=null",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "data.max_images=8",
+        "model.name=vit_test",
+        "model.kwargs={}",
+        "head.out_dim=128",
+        "views.local_views=2",
+    ]
+    args = ["pretrain", str(recipe)]
+    for item in overrides:
+        args += ["--set", item]
+    assert main(args) == 0
+    assert latest_checkpoint(tmp_path / recipe.stem / "checkpoints") is not None
