@@ -1,5 +1,6 @@
-"""Losses: DINO self-distillation."""
+"""Losses: DINO self-distillation and margin softmax losses."""
 
 from lafslib.losses.dino import DINOLoss
+from lafslib.losses.margin import AdaFaceLoss, CombinedMarginLoss, arcface, cosface, frabsm_weights
 
-__all__ = ["DINOLoss"]
+__all__ = ["AdaFaceLoss", "CombinedMarginLoss", "DINOLoss", "arcface", "cosface", "frabsm_weights"]
