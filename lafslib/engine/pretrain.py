@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -35,6 +33,7 @@ from lafslib.engine.logging import RunLogger
 from lafslib.engine.rundir import prepare_run_dir
 from lafslib.engine.sampler import ResumableSampler
 from lafslib.engine.schedules import cosine_schedule, teacher_temperature, warmup_cosine
+from lafslib.engine.state import autocast_context, rng_state, seed_everything, set_rng_state
 from lafslib.losses import DINOLoss
 from lafslib.models import DINOHead, create_model
 from lafslib.transforms import MultiCropViews, collate_views, group_views
@@ -134,43 +133,6 @@ def clip_gradients(model: nn.Module, clip: float) -> None:
             p.grad.mul_(torch.clamp(clip / (norm + 1e-6), max=1.0))
 
 
-def _rng_state() -> dict[str, Any]:
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": torch.from_numpy(keys.astype(np.int64)),
-        "numpy_rest": [int(pos), int(has_gauss), float(cached)],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    pos, has_gauss, cached = state["numpy_rest"]
-    keys = state["numpy"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), float(cached)))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _autocast(device: torch.device, precision: str) -> Any:
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def _collapse_stats(teacher_out: list[torch.Tensor], center: torch.Tensor, temp: float) -> dict:
     """Teacher entropy and KL(teacher distribution || softmax of the centre)."""
     with torch.no_grad():
@@ -202,7 +164,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
     device = info.device
     if cfg.run.precision == "fp16" and device.type != "cuda":
         raise ValueError("run.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-    _seed_everything(cfg.run.seed)  # identical initial weights on every rank
+    seed_everything(cfg.run.seed)  # identical initial weights on every rank
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     run_dir = prepare_run_dir(cfg, info.world_size, info.is_main)
@@ -288,7 +250,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
             scaler.load_state_dict(state["scaler"])
             loss_fn.load_state_dict(state["loss"])
             step = int(state["step"])
-            _set_rng_state(state["rng"])
+            set_rng_state(state["rng"])
             logger.print(f"resumed from {path} at step {step}")
         elif resume != "auto":
             raise FileNotFoundError(f"checkpoint not found: {resume}")
@@ -303,7 +265,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
             "scaler": scaler.state_dict(),
             "loss": loss_fn.state_dict(),
             "step": at_step,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "config": config_to_dict(cfg),
         }
         save_checkpoint(ckpt_dir / f"step_{at_step:08d}.pt", state)
@@ -341,7 +303,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
                 for view in batch
             ]
             global_views = [v for v in batch if v["is_global"]]
-            with _autocast(device, cfg.run.precision):
+            with autocast_context(device, cfg.run.precision):
                 with torch.no_grad():
                     teacher_out = teacher(global_views)
                 student_out = net(batch)
