@@ -342,6 +342,40 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- finetune
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "finetune",
+        "Supervised adaptation with margin losses (ArcFace, CosFace, AdaFace, FRABSM) from a "
+        "recipe, optionally starting from an exported backbone; exports to RUN/export.",
+        """
+  lafs finetune recipes/demo/finetune_demo.yaml
+  lafs finetune recipes/demo/finetune_demo.yaml --init runs/demo/pretrain/export
+  lafs finetune recipes/demo/finetune_demo.yaml --set adapter.mode=linear --resume auto
+""",
+    )
+    p.add_argument("recipe", help="YAML recipe with task: finetune")
+    p.add_argument("--init", default=None, help="export folder to start from (sets init:)")
+    _add_overrides(p)
+    p.add_argument("--resume", default=None, metavar="auto|PATH", help="continue a run")
+    p.set_defaults(func=_run_finetune)
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from lafslib.config import ConfigError, load_recipe
+    from lafslib.engine.finetune import finetune
+
+    overrides = list(args.overrides) + ([f"init={args.init}"] if args.init else [])
+    cfg = load_recipe(args.recipe, overrides)
+    if cfg.task != "finetune":
+        raise ConfigError(f"{args.recipe}: 'lafs finetune' needs task: finetune, got {cfg.task}")
+    print(f"run directory: {finetune(cfg, resume=args.resume)}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- registry
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -351,6 +385,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_export,
     _add_convert,
     _add_eval,
+    _add_finetune,
 ]
 
 

@@ -1,0 +1,364 @@
+"""Supervised adaptation with margin losses: full finetuning (layer-wise LR decay), partial
+finetuning from block k, or a linear probe on a frozen backbone.
+
+The classifier holds one centre per identity; logits are cosines between the normalised
+embedding and the normalised centres, turned into margin logits (ArcFace / CosFace / combined /
+AdaFace / FRABSM) for a cross-entropy. Checkpoints, logging, resume, ``torchrun`` and export
+use the same machinery as pretraining.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from lafslib.config import FinetuneConfig, config_to_dict
+from lafslib.data import open_dataset
+from lafslib.engine.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from lafslib.engine.distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
+from lafslib.engine.logging import RunLogger
+from lafslib.engine.param_groups import param_groups_layer_decay
+from lafslib.engine.pretrain import SeededViews
+from lafslib.engine.rundir import prepare_run_dir
+from lafslib.engine.sampler import ResumableSampler
+from lafslib.engine.schedules import warmup_cosine
+from lafslib.engine.state import autocast_context, rng_state, seed_everything, set_rng_state
+from lafslib.landmarks.grid import FLIP_5
+from lafslib.landmarks.template import ARCFACE_TEMPLATE_112
+from lafslib.losses import AdaFaceLoss, CombinedMarginLoss, frabsm_weights
+from lafslib.models import create_model, save_export
+from lafslib.models.export import read_export_info
+
+__all__ = ["FaceTransform", "FewShotSubset", "few_shot_indices", "finetune"]
+
+
+class FaceTransform:
+    """Sample dict -> (image (3, S, S) in [-1, 1], label, keypoints (5, 2) in [0, 1]), with a
+    random horizontal flip that mirrors the keypoints and swaps their left/right indices."""
+
+    def __init__(self, flip: bool = True) -> None:
+        self.flip = flip
+        self.flip_index = torch.as_tensor(FLIP_5)
+
+    def __call__(self, sample: dict[str, Any]) -> tuple[torch.Tensor, int, torch.Tensor]:
+        img = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
+        h, w = img.shape[-2:]
+        pts = sample.get("landmarks")
+        if pts is None or len(pts) != 5:
+            pts = ARCFACE_TEMPLATE_112 * np.array([w / 112.0, h / 112.0])
+        kp = torch.as_tensor(np.asarray(pts), dtype=torch.float32) / torch.tensor([w, h])
+        x = img.float().div_(127.5).sub_(1.0)
+        if self.flip and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+            kp = kp[self.flip_index]
+            kp[:, 0] = 1.0 - kp[:, 0]
+        return x, int(sample["label"]), kp
+
+
+def few_shot_indices(
+    labels: list[int], per_identity: int | None, identity_fraction: float, seed: int
+) -> tuple[list[int], dict[int, int]]:
+    """Indices of a few-shot subset and the map from old to contiguous new labels.
+
+    Keeps ``ceil(identity_fraction * C)`` identities (a seeded random choice) and, of each,
+    ``per_identity`` images (a seeded random choice; all when None).
+    """
+    if not 0 < identity_fraction <= 1:
+        raise ValueError(f"data.identity_fraction must be in (0, 1], got {identity_fraction}")
+    rng = np.random.default_rng(seed)
+    by_id: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_id.setdefault(int(y), []).append(i)
+    ids = sorted(by_id)
+    keep = sorted(rng.permutation(ids)[: math.ceil(identity_fraction * len(ids))].tolist())
+    indices = []
+    for y in keep:
+        members = by_id[y]
+        if per_identity is not None:
+            members = sorted(rng.permutation(members)[:per_identity].tolist())
+        indices += members
+    return indices, {y: i for i, y in enumerate(keep)}
+
+
+class FewShotSubset(Dataset):
+    """A subset with labels remapped to ``0 .. C'-1``."""
+
+    def __init__(self, dataset: Dataset, indices: list[int], label_map: dict[int, int]) -> None:
+        self.dataset, self.indices, self.label_map = dataset, indices, label_map
+        self.num_classes = len(label_map)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        x, y, kp = self.dataset[self.indices[i]]
+        return x, self.label_map[y], kp
+
+
+def _needs_keypoints(model: nn.Module) -> bool:
+    return bool(getattr(getattr(model, "pretrained_cfg", None), "needs_keypoints", False))
+
+
+def _apply_adapter(model: nn.Module, mode: str, from_block: int) -> None:
+    if mode in ("lora", "rslora"):
+        raise ValueError(
+            f"adapter.mode={mode}: LoRA adapters are not available in this version of lafslib; "
+            "use full, partial or linear"
+        )
+    if mode == "full":
+        return
+    head = getattr(model, "head", None)
+    head_params = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    for name, p in model.named_parameters():
+        if mode == "linear":
+            p.requires_grad_(id(p) in head_params)
+        elif mode == "partial":
+            block = name.split(".")[1] if name.startswith("blocks.") else None
+            frozen = block is not None and int(block) < from_block
+            frozen = frozen or name.startswith(("patch_embed", "pos_embed", "cls_token"))
+            p.requires_grad_(not frozen)
+
+
+def _margin_loss(cfg: FinetuneConfig) -> nn.Module:
+    c = cfg.loss
+    if c.partial_fc_rate != 1.0:
+        raise ValueError("loss.partial_fc_rate < 1 (PartialFC) is not available in this version")
+    if c.name == "arcface":
+        return CombinedMarginLoss(c.scale, 1.0, c.m2, 0.0, c.gradient)
+    if c.name == "cosface":
+        return CombinedMarginLoss(c.scale, 1.0, 0.0, c.m3 or c.margin, c.gradient)
+    if c.name == "combined":
+        return CombinedMarginLoss(c.scale, c.m1, c.m2, c.m3, c.gradient)
+    return AdaFaceLoss(c.scale, c.margin, c.h, c.t_alpha, 0.7 if c.name == "frabsm" else 1.0)
+
+
+def finetune(cfg: FinetuneConfig, resume: str | None = None) -> Path:
+    """Run supervised adaptation; returns the run directory (its ``export/`` holds the model)."""
+    info = init_distributed(cfg.run.device)
+    try:
+        return _finetune(cfg, info, resume)
+    finally:
+        cleanup()
+
+
+def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
+    device = info.device
+    if cfg.run.precision == "fp16" and device.type != "cuda":
+        raise ValueError("run.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    if cfg.optim.mixup > 0:
+        raise ValueError("optim.mixup is not available in this version of lafslib")
+    seed_everything(cfg.run.seed)
+    if cfg.init:
+        init_info = read_export_info(cfg.init)
+        cfg.model.name, cfg.model.kwargs = init_info["name"], dict(init_info.get("kwargs", {}))
+    run_dir = prepare_run_dir(cfg, info.world_size, info.is_main)
+    logger = RunLogger(run_dir, info.is_main, cfg.run.tensorboard)
+    d = cfg.data
+    base = open_dataset(
+        d.train,
+        labelled=True,
+        landmarks=d.landmarks if d.landmarks is not None else "auto",
+        transform=FaceTransform(d.flip),
+        synthetic_identities=d.synthetic_identities,
+        synthetic_per_identity=d.synthetic_per_identity,
+        synthetic_size=d.synthetic_size,
+        seed=cfg.run.seed,
+    )
+    labels = list(base.labels)
+    if d.max_images is not None:
+        labels = labels[: d.max_images]
+    indices, label_map = few_shot_indices(
+        labels, d.images_per_identity, d.identity_fraction, cfg.run.seed
+    )
+    dataset = SeededViews(FewShotSubset(base, indices, label_map), cfg.run.seed)
+    num_classes = len(label_map)
+    sampler = ResumableSampler(len(dataset), d.batch_size, info.rank, info.world_size, cfg.run.seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=d.batch_size,
+        sampler=sampler,
+        num_workers=d.num_workers,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(cfg.run.seed),
+    )
+
+    model = create_model(cfg.model.name, **cfg.model.kwargs)
+    if cfg.init:
+        from safetensors.torch import load_file
+
+        weights = Path(cfg.init) / "model.safetensors"
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    _apply_adapter(model, cfg.adapter.mode, cfg.adapter.partial_from_block)
+    model = model.to(device)
+    dim = getattr(model, "embed_dim", None) or model.pretrained_cfg.embed_dim
+    classifier = nn.Parameter(torch.randn(num_classes, dim, device=device) * 0.01)
+    margin = _margin_loss(cfg).to(device)
+    o = cfg.optim
+    skip = set(getattr(model, "no_weight_decay", lambda: set())())
+    groups = param_groups_layer_decay(model, o.weight_decay, cfg.adapter.layer_decay, skip)
+    head_scale = (o.head_lr / o.lr) if o.head_lr else 1.0
+    groups.append({"params": [classifier], "weight_decay": o.weight_decay, "lr_scale": head_scale})
+    if o.name == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=o.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.run.precision == "fp16")
+    net = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if info.distributed
+        else model
+    )
+    steps_per_epoch = max(sampler.batches_per_epoch // o.accumulate, 1)
+    total = o.epochs * steps_per_epoch
+    last_step = min(total, cfg.run.max_steps) if cfg.run.max_steps else total
+    warmup = int(o.warmup_epochs * steps_per_epoch)
+
+    def lr_at(step: int) -> float:
+        if o.schedule == "step":
+            epoch = step / steps_per_epoch
+            base_lr = o.lr * o.gamma ** sum(epoch >= m for m in o.milestones)
+            return base_lr * min(1.0, (step + 1) / max(warmup, 1)) if warmup else base_lr
+        return warmup_cosine(step, total, warmup, o.lr, o.min_lr)
+
+    step = 0
+    ckpt_dir = run_dir / "checkpoints"
+    if resume:
+        path = latest_checkpoint(ckpt_dir) if resume == "auto" else Path(resume)
+        if path is not None:
+            state = load_checkpoint(path)
+            model.load_state_dict({k[len("backbone.") :]: v for k, v in state["model"].items()})
+            with torch.no_grad():
+                classifier.copy_(state["classifier"])
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            margin.load_state_dict(state["loss"])
+            step = int(state["step"])
+            set_rng_state(state["rng"])
+            logger.print(f"resumed from {path} at step {step}")
+        elif resume != "auto":
+            raise FileNotFoundError(f"checkpoint not found: {resume}")
+
+    def save(at: int) -> None:
+        if info.is_main:
+            save_checkpoint(
+                ckpt_dir / f"step_{at:08d}.pt",
+                {
+                    "model": {f"backbone.{k}": v for k, v in model.state_dict().items()},
+                    "classifier": classifier.detach(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "loss": margin.state_dict(),
+                    "step": at,
+                    "rng": rng_state(),
+                    "config": config_to_dict(cfg),
+                },
+            )
+            prune_checkpoints(ckpt_dir, cfg.run.keep_last)
+
+    use_kp = _needs_keypoints(model)
+    logger.print(
+        f"finetuning {cfg.model.name} ({cfg.adapter.mode}, {cfg.loss.name}) on {len(dataset)} "
+        f"images of {num_classes} identities: {last_step} steps, world size {info.world_size}, "
+        f"device {device}, run dir {run_dir}"
+    )
+    net.train()
+    t0, seen, micro = time.time(), 0, 0
+    while step < last_step:
+        epoch = step // steps_per_epoch
+        sampler.set_epoch(epoch, (step % steps_per_epoch) * o.accumulate)
+        dataset.epoch = epoch
+        for x, y, kp in loader:
+            lr = lr_at(step)
+            for g in optimizer.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            x, y, kp = x.to(device), y.to(device), kp.to(device)
+            with autocast_context(device, cfg.run.precision):
+                emb = net(x, kp) if use_kp else net(x)
+            emb = emb.float()
+            cos = F.normalize(emb) @ F.normalize(classifier).T
+            if isinstance(margin, AdaFaceLoss):
+                logits = margin(cos, emb.norm(dim=1), y)
+            else:
+                logits = margin(cos, y)
+            ce = F.cross_entropy(logits, y, reduction="none")
+            if cfg.loss.name == "frabsm" and cfg.loss.mining_alpha > 0:
+                ce = ce * frabsm_weights(
+                    ce, cfg.loss.mining_alpha, cfg.loss.mining_p0, cfg.loss.mining_mode
+                )
+            loss = ce.mean()
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopping")
+            scaler.scale(loss / o.accumulate).backward()
+            micro += 1
+            seen += len(x) * info.world_size
+            if micro % o.accumulate:
+                continue
+            scaler.unscale_(optimizer)
+            if o.clip_grad:
+                torch.nn.utils.clip_grad_norm_([*model.parameters(), classifier], o.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if step % cfg.run.log_every == 0 or step == last_step:
+                acc = (cos.argmax(1) == y).float().mean()
+                elapsed = time.time() - t0
+                metrics = {
+                    "loss": float(all_reduce_mean(loss.detach())),
+                    "accuracy": float(all_reduce_mean(acc)),
+                    "lr": lr,
+                    "img_per_s": seen / max(elapsed, 1e-9),
+                    "epoch": epoch,
+                }
+                logger.log(step, metrics)
+                logger.line(step, last_step, metrics["img_per_s"], elapsed,
+                            {k: metrics[k] for k in ("loss", "accuracy", "lr")})  # fmt: skip
+            if (
+                cfg.eval.every
+                and cfg.eval.bins
+                and (step % cfg.eval.every == 0 or step == last_step)
+            ):
+                _periodic_eval(cfg, model, device, step, logger)
+                net.train()
+            if step % cfg.run.checkpoint_every == 0 or step == last_step:
+                save(step)
+            if step >= last_step or step % steps_per_epoch == 0:
+                break
+    if info.is_main:
+        save_export(model.eval(), run_dir / "export", step=step)
+    logger.close()
+    return run_dir
+
+
+def _periodic_eval(
+    cfg: FinetuneConfig, model: nn.Module, device: torch.device, step: int, logger: RunLogger
+) -> None:
+    from lafslib.evaluation.verification import evaluate_bin
+
+    if not logger.is_main:
+        return
+    for b in cfg.eval.bins:
+        r = evaluate_bin(model, b, cfg.eval.batch_size, cfg.eval.flip, device)
+        name = Path(b).stem
+        logger.log(
+            step,
+            {"accuracy": r["accuracy"], "accuracy_std": r["accuracy_std"]},
+            prefix=f"eval/{name}",
+        )
+        logger.print(
+            f"eval {name} @ step {step}: accuracy {100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}"
+        )
