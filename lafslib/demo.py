@@ -1,4 +1,4 @@
-"""``make demo``: a short LAFS pretraining run at demo size, export of the teacher, evaluation.
+"""``make demo``: LAFS pretraining at demo size -> export -> ArcFace finetuning -> evaluation.
 
 Uses the real faces of ``../shared/data/celeba-112`` (with their 5-point landmarks) when that
 folder exists beside the repository (or ``LAFS_SHARED_DATA`` points to it), else procedural
@@ -18,7 +18,9 @@ from pathlib import Path
 
 from lafslib.cli import main as lafs
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "pretrain_demo.yaml"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo"
+RECIPE = RECIPES / "pretrain_demo.yaml"
+FINETUNE_RECIPE = RECIPES / "finetune_demo.yaml"
 
 
 def shared_data() -> Path | None:
@@ -64,24 +66,38 @@ def run(out: Path, steps: int | None) -> dict:
         raise SystemExit("demo: pretraining failed")
     if lafs(["export", str(out / "pretrain")]) != 0:
         raise SystemExit("demo: export failed")
+    ft_args = ["finetune", str(FINETUNE_RECIPE), "--init", str(out / "pretrain" / "export")]
+    ft_sets = [f"run.output_dir={out / 'finetune'}"]
+    if data is not None:
+        ft_sets += [f"data.train={data / 'celeba-112' / 'images'}", "data.max_images=1024"]
+    if steps is not None:
+        ft_sets.append(f"run.max_steps={steps}")
+    for item in ft_sets:
+        ft_args += ["--set", item]
+    if lafs(ft_args) != 0:
+        raise SystemExit("demo: finetuning failed")
     bin_path = _verification_set(data, out)
-    eval_args = ["eval", "--model", str(out / "pretrain" / "export"), "--bin", str(bin_path)]
+    eval_args = ["eval", "--model", str(out / "finetune" / "export"), "--bin", str(bin_path)]
     if lafs([*eval_args, "--out", str(out / "eval")]) != 0:
         raise SystemExit("demo: evaluation failed")
     report = json.loads((out / "eval" / "report.json").read_text())
     (result,) = report["results"].values()
-    rows = [
-        json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()
-    ]
+    rows, ft_rows = (
+        [json.loads(line) for line in (out / stage / "metrics.jsonl").read_text().splitlines()]
+        for stage in ("pretrain", "finetune")
+    )
     summary = {
         "data": str(data / "celeba-112") if data else "synthetic faces (lafslib.data.synthetic)",
-        "run_dir": str(out / "pretrain"),
-        "tensorboard": str(out / "pretrain" / "tb"),
-        "export": str(out / "pretrain" / "export"),
-        "steps": rows[-1]["step"],
-        "first_loss": rows[0]["train/loss"],
-        "last_loss": rows[-1]["train/loss"],
-        "teacher_entropy": rows[-1]["train/teacher_entropy"],
+        "pretrain_run": str(out / "pretrain"),
+        "tensorboard": str(out),
+        "pretrain_export": str(out / "pretrain" / "export"),
+        "pretrain_steps": rows[-1]["step"],
+        "pretrain_loss": f"{rows[0]['train/loss']:.3f} -> {rows[-1]['train/loss']:.3f}",
+        "teacher_entropy": round(rows[-1]["train/teacher_entropy"], 3),
+        "finetune_export": str(out / "finetune" / "export"),
+        "finetune_steps": ft_rows[-1]["step"],
+        "finetune_loss": f"{ft_rows[0]['train/loss']:.3f} -> {ft_rows[-1]['train/loss']:.3f}",
+        "finetune_train_accuracy": round(ft_rows[-1]["train/accuracy"], 3),
         "verification_set": str(bin_path),
         "verification_accuracy": round(result["accuracy"], 4),
         "report": str(out / "eval" / "report.md"),
@@ -102,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = run(args.out, args.steps)
     print("\n== lafslib demo summary ==")
     for key, value in summary.items():
-        print(f"{key:>16}: {value}")
+        print(f"{key:>24}: {value}")
     print(f"\nreport: {summary['report']}  (tensorboard --logdir {summary['tensorboard']})")
     return 0
 
