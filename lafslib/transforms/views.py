@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from lafslib.landmarks.grid import FLIP_5, grid_flip_index, landmark_grid
 from lafslib.landmarks.template import landmarks68_to_5, template_for_size
 from lafslib.layers.patch_sampling import patches_to_mosaic, sample_patches
+from lafslib.transforms.photometric import ColourAugment
 
 __all__ = ["LAFSViews", "MultiCropViews", "collate_views", "group_views"]
 
@@ -172,8 +173,14 @@ class LAFSViews:
         self.landmark_source = landmark_source
         self.flip_grid = torch.from_numpy(grid_flip_index(self.grid).copy())
         self.flip_5 = torch.from_numpy(FLIP_5.copy())
-        self.global_colour = [_photometric(1.0, 0.0), _photometric(0.1, 0.2)]
-        self.local_colour = _photometric(0.5, 0.0)
+        self.colour = ColourAugment()
+        n_views = global_views + local_views
+        self.blur_p = torch.tensor(
+            [1.0, 0.1][:global_views] + [0.1] * max(global_views - 2, 0) + [0.5] * local_views
+        )[:n_views]
+        self.solarize_p = torch.tensor(
+            [0.0, 0.2][:global_views] + [0.0] * max(global_views - 2, 0) + [0.0] * local_views
+        )[:n_views]
 
     def _landmarks(self, sample: dict[str, Any], h: int) -> tuple[np.ndarray, np.ndarray]:
         pts = sample.get("landmarks")
@@ -194,21 +201,27 @@ class LAFSViews:
         pts = torch.from_numpy(np.concatenate([grid_pts, five])).float()
         s = self.size
         n_views = self.global_views + self.local_views
-        crops, moved = [], []
+        thetas, moved = torch.zeros(n_views, 2, 3), []
         for v in range(n_views):
             i, j, ch, cw = v2.RandomResizedCrop.get_params(img, self.scale, (3 / 4, 4 / 3))
-            crop = TF.resized_crop(img, i, j, ch, cw, [s, s], antialias=True)
             p = (pts - torch.tensor([j, i])) * torch.tensor([s / cw, s / ch])
+            sx = cw / w
             if torch.rand(()) < 0.5:
-                crop = crop.flip(-1)
+                sx = -sx
                 p = torch.cat(
                     [p[: self.num_landmarks][self.flip_grid], p[self.num_landmarks :][self.flip_5]]
                 )
                 p[:, 0] = s - p[:, 0]
-            colour = self.global_colour[min(v, 1)] if v < self.global_views else self.local_colour
-            crops.append(colour(crop))
+            thetas[v, 0, 0], thetas[v, 0, 2] = sx, (2 * j + cw) / w - 1
+            thetas[v, 1, 1], thetas[v, 1, 2] = ch / h, (2 * i + ch) / h - 1
             moved.append(p)
-        images = torch.stack(crops).float().div_(127.5).sub_(1.0)
+        # every crop (resize + flip) of the image in one bilinear grid_sample
+        grid = F.affine_grid(thetas, [n_views, 3, s, s], align_corners=False)
+        src = img.float().div_(255.0).expand(n_views, -1, -1, -1)
+        crops = F.grid_sample(
+            src, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
+        images = self.colour(crops, self.blur_p, self.solarize_p).mul_(2.0).sub_(1.0)
         moved_t = torch.stack(moved)
         centers = moved_t[:, : self.num_landmarks]
         keypoints = (moved_t[:, self.num_landmarks :] / s).clamp(0, 1)
