@@ -376,6 +376,80 @@ def _run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- show-views
+
+
+def _add_show_views(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "show-views",
+        "Draw the views a pretraining recipe makes of one face (the face with its landmark "
+        "grid, then every view as the model sees it) to a PNG.",
+        """
+  lafs show-views ../shared/data/celeba-112/images/07201/001085.jpg --out views.png
+  lafs show-views face.jpg --recipe recipes/pretrain/cpu_small.yaml --landmarks lm.csv --out v.png
+""",
+    )
+    p.add_argument("image", help="an aligned face image")
+    p.add_argument("--recipe", default=None, help="pretraining recipe (its views section)")
+    p.add_argument(
+        "--landmarks",
+        default="auto",
+        help="sidecar with this image's landmarks (auto: the one beside its dataset; "
+        "none: the template)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="views.png", help="output PNG")
+    p.set_defaults(func=_run_show_views)
+
+
+def _run_show_views(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+    from PIL import Image
+
+    from lafslib.config import ViewsConfig, load_recipe
+    from lafslib.data.folder import find_sidecar
+    from lafslib.data.images import read_image
+    from lafslib.engine.pretrain import build_views
+    from lafslib.landmarks.store import load_landmarks
+    from lafslib.viz import views_grid
+
+    views_cfg = load_recipe(args.recipe).views if args.recipe else ViewsConfig()
+    image_path = Path(args.image)
+    sample = {"image": read_image(image_path), "label": -1}
+    sidecar = find_sidecar(image_path.parent.parent) if args.landmarks == "auto" else None
+    if args.landmarks not in ("auto", "none"):
+        sidecar = Path(args.landmarks)
+    if sidecar is not None:
+        table = load_landmarks(sidecar)
+        key = next(
+            (
+                k
+                for k in (image_path.relative_to(p).as_posix() for p in image_path.parents)
+                if k in table
+            ),
+            None,
+        )
+        if key is not None:
+            sample["landmarks"] = table[key]
+    torch.manual_seed(args.seed)
+    views = build_views(views_cfg)(sample)
+    points = None
+    if views_cfg.kind == "lafs":
+        from lafslib.landmarks.grid import landmark_grid
+        from lafslib.landmarks.template import template_for_size
+
+        five = sample.get("landmarks", template_for_size(sample["image"].shape[0]))
+        points = landmark_grid(five, int(views_cfg.num_landmarks**0.5), sample["image"].shape[0])
+    grid = views_grid(sample, views, points)
+    Image.fromarray(grid).save(args.out)
+    source = "sidecar" if "landmarks" in sample else "template"
+    print(f"{len(views)} views ({views_cfg.kind}, landmarks from {source}) -> {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- registry
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -386,6 +460,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_convert,
     _add_eval,
     _add_finetune,
+    _add_show_views,
 ]
 
 

@@ -255,7 +255,8 @@ class SyntheticFaces(Dataset):
     def __len__(self) -> int:
         return self.num_identities * self.images_per_identity
 
-    def __getitem__(self, index: int) -> Any:
+    def sample(self, index: int) -> dict[str, Any]:
+        """The raw sample dict at ``index`` (before the transform)."""
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} synthetic faces")
         ident, sample = divmod(index, self.images_per_identity)
@@ -263,4 +264,8 @@ class SyntheticFaces(Dataset):
         out["index"] = int(index)
         out["path"] = f"synthetic:{ident}/{sample}"
         out["landmarks"] = out["landmarks5"]
+        return out
+
+    def __getitem__(self, index: int) -> Any:
+        out = self.sample(index)
         return self.transform(out) if self.transform is not None else out

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from lafslib.config import PretrainConfig, config_to_dict
+from lafslib.config import PretrainConfig, ViewsConfig, config_to_dict
 from lafslib.data import open_dataset
 from lafslib.engine.checkpoint import (
     latest_checkpoint,
@@ -79,9 +79,8 @@ class SSLNetwork(nn.Module):
         return outputs
 
 
-def build_views(cfg: PretrainConfig) -> Any:
-    """The view generator named by ``cfg.views``."""
-    v = cfg.views
+def build_views(v: ViewsConfig) -> Any:
+    """The view generator described by a recipe's ``views`` section."""
     if v.kind == "multicrop":
         return MultiCropViews(
             global_views=v.global_views,
@@ -170,7 +169,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
     run_dir = prepare_run_dir(cfg, info.world_size, info.is_main)
     logger = RunLogger(run_dir, info.is_main, cfg.run.tensorboard)
 
-    views = build_views(cfg)
+    views = build_views(cfg.views)
     d = cfg.data
     dataset = open_dataset(
         d.train,
@@ -271,6 +270,12 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
         save_checkpoint(ckpt_dir / f"step_{at_step:08d}.pt", state)
         prune_checkpoints(ckpt_dir, cfg.run.keep_last)
 
+    if info.is_main and step == 0:
+        from lafslib.viz import views_grid
+
+        base = dataset.dataset.dataset if isinstance(dataset.dataset, Subset) else dataset.dataset
+        sample = base.sample(0)
+        logger.image("views", views_grid(sample, views(sample)), 0)
     logger.print(
         f"pretraining {cfg.model.name} on {len(dataset)} images: {last_step} steps "
         f"({steps_per_epoch}/epoch), global batch {global_batch}, world size {info.world_size}, "
