@@ -145,6 +145,41 @@ def _collapse_stats(teacher_out: list[torch.Tensor], center: torch.Tensor, temp:
     return {"teacher_entropy": float(entropy), "kl_to_center": float(kl)}
 
 
+class SSLFeatures(nn.Module):
+    """A backbone's self-supervised feature (``forward_ssl``) as its embedding, for monitoring."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pretrained_cfg = getattr(backbone, "pretrained_cfg", None)
+
+    def forward(self, x: torch.Tensor, keypoints: torch.Tensor | None = None) -> torch.Tensor:
+        return self.backbone.forward_ssl(x, keypoints)
+
+
+def _monitor(
+    cfg: PretrainConfig, backbone: nn.Module, device: torch.device, step: int, logger: RunLogger
+) -> None:
+    """Verification accuracy of the teacher's SSL features on the recipe's ``.bin`` sets."""
+    from lafslib.evaluation.verification import evaluate_bin
+
+    if not logger.is_main:
+        return
+    was_training = backbone.training
+    for b in cfg.eval.bins:
+        r = evaluate_bin(SSLFeatures(backbone), b, cfg.eval.batch_size, cfg.eval.flip, device)
+        name = Path(b).stem
+        logger.log(
+            step,
+            {"accuracy": r["accuracy"], "accuracy_std": r["accuracy_std"]},
+            prefix=f"eval/{name}",
+        )
+        logger.print(
+            f"eval {name} @ step {step}: accuracy {100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}"
+        )
+    backbone.train(was_training)
+
+
 def pretrain(cfg: PretrainConfig, resume: str | None = None) -> Path:
     """Run self-supervised pretraining; returns the run directory.
 
@@ -351,6 +386,12 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
                     elapsed,
                     {k: metrics[k] for k in ("loss", "lr", "wd", "momentum", "teacher_temp")},
                 )
+            if (
+                cfg.eval.every
+                and cfg.eval.bins
+                and (step % cfg.eval.every == 0 or step == last_step)
+            ):
+                _monitor(cfg, teacher.backbone, device, step, logger)
             if step % cfg.run.checkpoint_every == 0 or step == last_step:
                 save(step)
             if step >= last_step or step % steps_per_epoch == 0:

@@ -62,7 +62,7 @@ def _recipe(tmp_path: Path, name: str, **over) -> Path:
     data["views"]["local_views"] = 2
     for k, v in over.items():
         section, key = k.split("__")
-        data[section][key] = v
+        data.setdefault(section, {})[key] = v
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -83,6 +83,22 @@ def test_smoke_and_export(tmp_path: Path, kind: str) -> None:
     state = load_checkpoint(latest_checkpoint(run / "checkpoints"))
     torch.testing.assert_close(
         model.state_dict()["pos_embed"], state["teacher"]["backbone.pos_embed"]
+    )
+
+
+def test_periodic_verification_of_the_teacher(tmp_path: Path, faces_mini: Path) -> None:
+    recipe = _recipe(
+        tmp_path,
+        "mon",
+        run__max_steps=2,
+        eval__every=2,
+        eval__bins=[str(faces_mini / "lfw_mini.bin")],
+    )
+    pretrain(load_recipe(recipe))
+    rows = [yaml.safe_load(r) for r in (tmp_path / "mon/metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/lfw_mini/accuracy" in r]
+    assert (
+        len(evals) == 1 and evals[0]["step"] == 2 and 0 <= evals[0]["eval/lfw_mini/accuracy"] <= 1
     )
 
 
