@@ -97,7 +97,6 @@ def run(out: Path, steps: int | None) -> dict:
         "finetune_export": str(out / "finetune" / "export"),
         "finetune_steps": ft_rows[-1]["step"],
         "finetune_loss": f"{ft_rows[0]['train/loss']:.3f} -> {ft_rows[-1]['train/loss']:.3f}",
-        "finetune_train_accuracy": round(ft_rows[-1]["train/accuracy"], 3),
         "verification_set": str(bin_path),
         "verification_accuracy": round(result["accuracy"], 4),
         "report": str(out / "eval" / "report.md"),

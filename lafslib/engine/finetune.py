@@ -1,9 +1,10 @@
 """Supervised adaptation with margin losses: full finetuning (layer-wise LR decay), partial
 finetuning from block k, or a linear probe on a frozen backbone.
 
-The classifier holds one centre per identity; logits are cosines between the normalised
-embedding and the normalised centres, turned into margin logits (ArcFace / CosFace / combined /
-AdaFace / FRABSM) for a cross-entropy. Checkpoints, logging, resume, ``torchrun`` and export
+The classifier holds one centre per identity (PartialFC: sharded across ranks, optionally
+sampled); logits are cosines between the normalised embedding and the normalised centres,
+turned into margin logits (ArcFace / CosFace / combined / AdaFace / FRABSM) for a
+cross-entropy computed across ranks. Checkpoints, logging, resume, ``torchrun`` and export
 use the same machinery as pretraining.
 """
 
@@ -16,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
@@ -39,7 +39,7 @@ from lafslib.engine.schedules import warmup_cosine
 from lafslib.engine.state import autocast_context, rng_state, seed_everything, set_rng_state
 from lafslib.landmarks.grid import FLIP_5
 from lafslib.landmarks.template import ARCFACE_TEMPLATE_112
-from lafslib.losses import AdaFaceLoss, CombinedMarginLoss, frabsm_weights
+from lafslib.losses import AdaFaceLoss, CombinedMarginLoss, PartialFC, frabsm_weights
 from lafslib.models import create_model, save_export
 from lafslib.models.export import read_export_info
 
@@ -135,8 +135,6 @@ def _apply_adapter(model: nn.Module, mode: str, from_block: int) -> None:
 
 def _margin_loss(cfg: FinetuneConfig) -> nn.Module:
     c = cfg.loss
-    if c.partial_fc_rate != 1.0:
-        raise ValueError("loss.partial_fc_rate < 1 (PartialFC) is not available in this version")
     if c.name == "arcface":
         return CombinedMarginLoss(c.scale, 1.0, c.m2, 0.0, c.gradient)
     if c.name == "cosface":
@@ -205,13 +203,14 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
     _apply_adapter(model, cfg.adapter.mode, cfg.adapter.partial_from_block)
     model = model.to(device)
     dim = getattr(model, "embed_dim", None) or model.pretrained_cfg.embed_dim
-    classifier = nn.Parameter(torch.randn(num_classes, dim, device=device) * 0.01)
-    margin = _margin_loss(cfg).to(device)
+    classifier = PartialFC(_margin_loss(cfg), dim, num_classes, cfg.loss.partial_fc_rate).to(device)
     o = cfg.optim
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
     groups = param_groups_layer_decay(model, o.weight_decay, cfg.adapter.layer_decay, skip)
     head_scale = (o.head_lr / o.lr) if o.head_lr else 1.0
-    groups.append({"params": [classifier], "weight_decay": o.weight_decay, "lr_scale": head_scale})
+    groups.append(
+        {"params": [classifier.weight], "weight_decay": o.weight_decay, "lr_scale": head_scale}
+    )
     if o.name == "sgd":
         optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
     else:
@@ -241,11 +240,10 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
         if path is not None:
             state = load_checkpoint(path)
             model.load_state_dict({k[len("backbone.") :]: v for k, v in state["model"].items()})
-            with torch.no_grad():
-                classifier.copy_(state["classifier"])
+            classifier.load_full_weight(state["classifier"].to(device))
             optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
-            margin.load_state_dict(state["loss"])
+            classifier.margin_loss.load_state_dict(state["loss"])
             step = int(state["step"])
             set_rng_state(state["rng"])
             logger.print(f"resumed from {path} at step {step}")
@@ -253,15 +251,16 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
             raise FileNotFoundError(f"checkpoint not found: {resume}")
 
     def save(at: int) -> None:
+        centres = classifier.full_weight()  # collective: every rank takes part
         if info.is_main:
             save_checkpoint(
                 ckpt_dir / f"step_{at:08d}.pt",
                 {
                     "model": {f"backbone.{k}": v for k, v in model.state_dict().items()},
-                    "classifier": classifier.detach(),
+                    "classifier": centres,
                     "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(),
-                    "loss": margin.state_dict(),
+                    "loss": classifier.margin_loss.state_dict(),
                     "step": at,
                     "rng": rng_state(),
                     "config": config_to_dict(cfg),
@@ -288,13 +287,7 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
             x, y, kp = x.to(device), y.to(device), kp.to(device)
             with autocast_context(device, cfg.run.precision):
                 emb = net(x, kp) if use_kp else net(x)
-            emb = emb.float()
-            cos = F.normalize(emb) @ F.normalize(classifier).T
-            if isinstance(margin, AdaFaceLoss):
-                logits = margin(cos, emb.norm(dim=1), y)
-            else:
-                logits = margin(cos, y)
-            ce = F.cross_entropy(logits, y, reduction="none")
+            ce = classifier(emb.float(), y, reduction="none")
             if cfg.loss.name == "frabsm" and cfg.loss.mining_alpha > 0:
                 ce = ce * frabsm_weights(
                     ce, cfg.loss.mining_alpha, cfg.loss.mining_p0, cfg.loss.mining_mode
@@ -309,24 +302,24 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
                 continue
             scaler.unscale_(optimizer)
             if o.clip_grad:
-                torch.nn.utils.clip_grad_norm_([*model.parameters(), classifier], o.clip_grad)
+                torch.nn.utils.clip_grad_norm_(
+                    [*model.parameters(), classifier.weight], o.clip_grad
+                )
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             if step % cfg.run.log_every == 0 or step == last_step:
-                acc = (cos.argmax(1) == y).float().mean()
                 elapsed = time.time() - t0
                 metrics = {
                     "loss": float(all_reduce_mean(loss.detach())),
-                    "accuracy": float(all_reduce_mean(acc)),
                     "lr": lr,
                     "img_per_s": seen / max(elapsed, 1e-9),
                     "epoch": epoch,
                 }
                 logger.log(step, metrics)
                 logger.line(step, last_step, metrics["img_per_s"], elapsed,
-                            {k: metrics[k] for k in ("loss", "accuracy", "lr")})  # fmt: skip
+                            {k: metrics[k] for k in ("loss", "lr")})  # fmt: skip
             if (
                 cfg.eval.every
                 and cfg.eval.bins

@@ -2,5 +2,14 @@
 
 from lafslib.losses.dino import DINOLoss
 from lafslib.losses.margin import AdaFaceLoss, CombinedMarginLoss, arcface, cosface, frabsm_weights
+from lafslib.losses.partial_fc import PartialFC
 
-__all__ = ["AdaFaceLoss", "CombinedMarginLoss", "DINOLoss", "arcface", "cosface", "frabsm_weights"]
+__all__ = [
+    "AdaFaceLoss",
+    "CombinedMarginLoss",
+    "DINOLoss",
+    "PartialFC",
+    "arcface",
+    "cosface",
+    "frabsm_weights",
+]

@@ -121,13 +121,15 @@ class AdaFaceLoss(nn.Module):
         super().__init__()
         self.scale, self.margin, self.h, self.t_alpha = scale, margin, h, t_alpha
         self.additive_scale = additive_scale
+        self.uses_norms = True
         self.register_buffer("batch_mean", torch.tensor(20.0))
         self.register_buffer("batch_std", torch.tensor(100.0))
 
     def forward(
         self, cosine: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
-        """Args: cosine (B, C); norms (B,) feature norms ||f|| (detached here); labels (B,).
+        """Args: cosine (B, C); norms (B,) feature norms ||f|| (detached here); labels (B,),
+        -1 marks rows without a target class.
 
         Returns:
             scaled logits (B, C); updates the running statistics in training mode.
@@ -139,7 +141,8 @@ class AdaFaceLoss(nn.Module):
                 self.batch_mean.mul_(1 - self.t_alpha).add_(self.t_alpha * mean)
                 self.batch_std.mul_(1 - self.t_alpha).add_(self.t_alpha * std)
         z = ((safe - self.batch_mean) / (self.batch_std + 1e-3) * self.h).clamp(-1, 1)
-        rows = torch.arange(len(labels), device=labels.device)
+        rows = torch.nonzero(labels >= 0).squeeze(1)
+        labels, z = labels[rows], z[rows]
         target = cosine[rows, labels]
         theta = torch.acos(target.clamp(-1 + _EPS, 1 - _EPS))
         g_ang = -self.margin * z
