@@ -1,6 +1,7 @@
 """Evaluation: embeddings, 1:1 verification (10-fold .bin protocol, ROC, TAR@FAR), reports."""
 
 from lafslib.evaluation.embed import embed_images, flip_keypoints
+from lafslib.evaluation.identification import cmc, few_shot_identification, few_shot_split
 from lafslib.evaluation.verification import (
     evaluate_bin,
     pair_distances,
@@ -10,6 +11,9 @@ from lafslib.evaluation.verification import (
 )
 
 __all__ = [
+    "cmc",
+    "few_shot_identification",
+    "few_shot_split",
     "embed_images",
     "evaluate_bin",
     "flip_keypoints",
