@@ -3,18 +3,23 @@
 The canonical ``G x G`` grid of patch centres of a 112x112 ArcFace-aligned crop is mapped into
 each image by the similarity transform estimated from its detected landmarks, so every image gets
 N = G*G centres that follow its face (LAFS with detector landmarks instead of a learned CNN).
+As an option (``method="tps"``) the grid is mapped by a thin-plate spline through the detected
+points instead, fitted from the canonical 68-point mean shape (or the 5-point ArcFace template),
+so the grid also follows non-rigid differences (face width, mouth opening, pose).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from lafslib.landmarks.mean_shape import MEAN_SHAPE_68_112
 from lafslib.landmarks.template import (
     landmarks68_to_5,
     similarity_transform,
     template_for_size,
     transform_points,
 )
+from lafslib.landmarks.tps import fit_tps
 
 __all__ = ["template_grid", "landmark_grid", "grid_flip_index", "FLIP_5", "FLIP_68"]
 
@@ -35,21 +40,40 @@ def template_grid(grid: int = 14, size: int = 112) -> np.ndarray:
     return np.stack([xx.reshape(-1), yy.reshape(-1)], axis=1)
 
 
-def landmark_grid(landmarks: np.ndarray, grid: int = 14, size: int = 112) -> np.ndarray:
+def landmark_grid(
+    landmarks: np.ndarray,
+    grid: int = 14,
+    size: int = 112,
+    method: str = "similarity",
+    regularization: float = 0.0,
+) -> np.ndarray:
     """N = grid*grid patch centres (pixels) for a face with 5 or 68 detected points.
 
     Args:
         landmarks: (5, 2) or (68, 2) pixel points, or already (grid*grid, 2) centres.
         grid: side of the landmark grid.
         size: size of the aligned template crop the grid is defined in.
+        method: "similarity" (least-squares similarity from the 5 points; 68 points are
+            reduced to 5) or "tps" (thin-plate spline from the 68-point mean shape, or the
+            5-point template, through the detected points).
+        regularization: thin-plate-spline smoothing (0 interpolates the points exactly).
+
+    Returns:
+        (grid*grid, 2) centres in pixels, row-major.
     """
     landmarks = np.asarray(landmarks, dtype=np.float64)
+    if method not in ("similarity", "tps"):
+        raise ValueError(f"method must be 'similarity' or 'tps', got {method!r}")
     if len(landmarks) == grid * grid:
         return landmarks
+    if len(landmarks) not in (5, 68):
+        raise ValueError(f"landmark grid needs 5, 68 or {grid * grid} points, got {len(landmarks)}")
+    if method == "tps":
+        src = MEAN_SHAPE_68_112 if len(landmarks) == 68 else template_for_size(112)
+        tps = fit_tps(src * (size / 112.0), landmarks, regularization)
+        return tps(template_grid(grid, size))
     if len(landmarks) == 68:
         landmarks = landmarks68_to_5(landmarks)
-    if len(landmarks) != 5:
-        raise ValueError(f"landmark grid needs 5, 68 or {grid * grid} points, got {len(landmarks)}")
     m = similarity_transform(template_for_size(size), landmarks)
     return transform_points(template_grid(grid, size), m)
 

@@ -1,5 +1,22 @@
 """Landmark-aware and random multi-crop views."""
 
+from lafslib.transforms.landmark import (
+    LandmarkGeometric,
+    flip_landmarks,
+    perturb_landmarks,
+    shuffle_landmarks,
+    subset_landmarks,
+)
 from lafslib.transforms.views import LAFSViews, MultiCropViews, collate_views, group_views
 
-__all__ = ["LAFSViews", "MultiCropViews", "collate_views", "group_views"]
+__all__ = [
+    "LAFSViews",
+    "LandmarkGeometric",
+    "MultiCropViews",
+    "collate_views",
+    "flip_landmarks",
+    "group_views",
+    "perturb_landmarks",
+    "shuffle_landmarks",
+    "subset_landmarks",
+]
