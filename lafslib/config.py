@@ -211,7 +211,9 @@ class AdapterConfig:
     lora_rank: int = 16
     lora_alpha: float = 16.0
     lora_dropout: float = 0.1
-    lora_targets: list[str] = field(default_factory=lambda: ["q", "v"])
+    lora_targets: list[str] = field(default_factory=lambda: ["q", "v"])  # of q, k, v, o
+    lora_trainable: list[str] = field(default_factory=lambda: ["head"])  # also trained (prefixes)
+    lora_module_pattern: str | None = None  # regex over module names (None: attention projections)
     partial_from_block: int = 0
     embedding_dim: int = 512
 
@@ -252,8 +254,9 @@ class FinetuneOptimConfig:
     momentum: float = 0.9
     clip_grad: float | None = None
     accumulate: int = 1
-    mixup: float = 0.0
-    mixup_prob: float = 0.0
+    head_weight_decay: float | None = None  # classifier weight decay (None: weight_decay)
+    mixup_alpha: float = 0.0  # lambda ~ Beta(alpha, alpha); 0 disables mixup (LAFS: 0.2)
+    mixup_prob: float = 0.0  # probability that a batch is mixed (LAFS: 0.1)
 
 
 @dataclass

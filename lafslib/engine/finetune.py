@@ -1,15 +1,18 @@
 """Supervised adaptation with margin losses: full finetuning (layer-wise LR decay), partial
-finetuning from block k, or a linear probe on a frozen backbone.
+finetuning from block k, LoRA / rsLoRA adapters, or a linear probe on a frozen backbone.
 
 The classifier holds one centre per identity (PartialFC: sharded across ranks, optionally
 sampled); logits are cosines between the normalised embedding and the normalised centres,
 turned into margin logits (ArcFace / CosFace / combined / AdaFace / FRABSM) for a
 cross-entropy computed across ranks. Checkpoints, logging, resume, ``torchrun`` and export
-use the same machinery as pretraining.
+use the same machinery as pretraining. Optional mixup (Zhang et al., ICLR 2018; LAFS uses
+alpha 0.2 with probability 0.1) mixes images within a batch and mixes the margin losses of both
+targets. A LoRA model is exported with its updates merged, as a plain backbone.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -39,11 +42,19 @@ from lafslib.engine.schedules import warmup_cosine
 from lafslib.engine.state import autocast_context, rng_state, seed_everything, set_rng_state
 from lafslib.landmarks.grid import FLIP_5
 from lafslib.landmarks.template import ARCFACE_TEMPLATE_112
+from lafslib.layers.lora import apply_lora, mark_only_lora_trainable, merge_lora
 from lafslib.losses import AdaFaceLoss, CombinedMarginLoss, PartialFC, frabsm_weights
 from lafslib.models import create_model, save_export
 from lafslib.models.export import read_export_info
 
-__all__ = ["FaceTransform", "FewShotSubset", "few_shot_indices", "finetune"]
+__all__ = [
+    "FaceTransform",
+    "FewShotSubset",
+    "few_shot_indices",
+    "finetune",
+    "mixup_batch",
+    "mixup_margin_loss",
+]
 
 
 class FaceTransform:
@@ -113,14 +124,91 @@ def _needs_keypoints(model: nn.Module) -> bool:
     return bool(getattr(getattr(model, "pretrained_cfg", None), "needs_keypoints", False))
 
 
-def _apply_adapter(model: nn.Module, mode: str, from_block: int) -> None:
+def mixup_batch(
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    keypoints: torch.Tensor,
+    alpha: float,
+    prob: float,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Mix a batch with a permutation of itself (mixup, Zhang et al., ICLR 2018).
+
+    With probability ``prob``: ``lam ~ Beta(alpha, alpha)``, ``x = lam * x + (1 - lam) * x[perm]``
+    and keypoints likewise (aligned faces: the mixed points stay close to both); else the batch
+    is returned unchanged with ``lam = 1``.
+
+    Args:
+        x: images (B, 3, H, W).
+        labels: (B,) identities.
+        keypoints: (B, K, 2).
+        alpha: Beta parameter (<= 0 disables mixup).
+        prob: probability of mixing this batch.
+        rng: random source (seeded per step, so resuming replays the same mixes).
+
+    Returns:
+        (mixed images, mixed keypoints, labels_a, labels_b, lam); the loss is
+        ``lam * loss(labels_a) + (1 - lam) * loss(labels_b)``.
+    """
+    if alpha <= 0 or prob <= 0 or rng.random() >= prob:
+        return x, keypoints, labels, labels, 1.0
+    lam = float(rng.beta(alpha, alpha))
+    perm = torch.as_tensor(rng.permutation(len(x)), device=x.device)
+    x = lam * x + (1.0 - lam) * x[perm]
+    keypoints = lam * keypoints + (1.0 - lam) * keypoints[perm]
+    return x, keypoints, labels, labels[perm], lam
+
+
+def mixup_margin_loss(
+    classifier: nn.Module,
+    embeddings: torch.Tensor,
+    labels_a: torch.Tensor,
+    labels_b: torch.Tensor,
+    lam: float,
+) -> torch.Tensor:
+    """Per-sample ``lam * CE(margin on labels_a) + (1 - lam) * CE(margin on labels_b)``.
+
+    The margin is applied to each target in its own term. The margin loss's running statistics
+    (AdaFace) are updated once, by the first term.
+
+    Args:
+        classifier: a :class:`~lafslib.losses.PartialFC` (margin logits + cross-entropy).
+        embeddings: (B, D).
+        labels_a: (B,) first targets.
+        labels_b: (B,) second targets.
+        lam: weight of the first targets.
+    """
+    ce = classifier(embeddings, labels_a, reduction="none")
+    if lam >= 1.0:
+        return ce
+    margin = classifier.margin_loss
+    was_training = margin.training
+    margin.train(False)  # no second update of running statistics
+    try:
+        ce_b = classifier(embeddings, labels_b, reduction="none")
+    finally:
+        margin.train(was_training)
+    return lam * ce + (1.0 - lam) * ce_b
+
+
+def _apply_adapter(model: nn.Module, cfg: FinetuneConfig) -> None:
+    a = cfg.adapter
+    mode = a.mode
     if mode in ("lora", "rslora"):
-        raise ValueError(
-            f"adapter.mode={mode}: LoRA adapters are not available in this version of lafslib; "
-            "use full, partial or linear"
+        apply_lora(
+            model,
+            r=a.lora_rank,
+            alpha=a.lora_alpha,
+            dropout=a.lora_dropout,
+            targets=tuple(a.lora_targets),
+            rs=mode == "rslora",
+            module_pattern=a.lora_module_pattern,
         )
+        mark_only_lora_trainable(model, extra=tuple(a.lora_trainable))
+        return
     if mode == "full":
         return
+    from_block = a.partial_from_block
     head = getattr(model, "head", None)
     head_params = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
     for name, p in model.named_parameters():
@@ -157,8 +245,8 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
     device = info.device
     if cfg.run.precision == "fp16" and device.type != "cuda":
         raise ValueError("run.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-    if cfg.optim.mixup > 0:
-        raise ValueError("optim.mixup is not available in this version of lafslib")
+    if not 0 <= cfg.optim.mixup_prob <= 1:
+        raise ValueError(f"optim.mixup_prob must be in [0, 1], got {cfg.optim.mixup_prob}")
     seed_everything(cfg.run.seed)
     if cfg.init:
         init_info = read_export_info(cfg.init)
@@ -200,7 +288,7 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
 
         weights = Path(cfg.init) / "model.safetensors"
         model.load_state_dict(load_file(str(weights)), strict=True)
-    _apply_adapter(model, cfg.adapter.mode, cfg.adapter.partial_from_block)
+    _apply_adapter(model, cfg)
     model = model.to(device)
     dim = getattr(model, "embed_dim", None) or model.pretrained_cfg.embed_dim
     classifier = PartialFC(_margin_loss(cfg), dim, num_classes, cfg.loss.partial_fc_rate).to(device)
@@ -208,8 +296,14 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
     groups = param_groups_layer_decay(model, o.weight_decay, cfg.adapter.layer_decay, skip)
     head_scale = (o.head_lr / o.lr) if o.head_lr else 1.0
-    groups.append(
-        {"params": [classifier.weight], "weight_decay": o.weight_decay, "lr_scale": head_scale}
+    head_wd = o.weight_decay if o.head_weight_decay is None else o.head_weight_decay
+    groups.append(  # the margin head: its own group, LR and weight decay
+        {
+            "params": [classifier.weight],
+            "names": ["classifier.weight"],
+            "weight_decay": head_wd,
+            "lr_scale": head_scale,
+        }
     )
     if o.name == "sgd":
         optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
@@ -285,9 +379,11 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
             for g in optimizer.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)
             x, y, kp = x.to(device), y.to(device), kp.to(device)
+            mix_rng = np.random.default_rng([cfg.run.seed, info.rank, step, micro % o.accumulate])
+            x, kp, y, y_b, lam = mixup_batch(x, y, kp, o.mixup_alpha, o.mixup_prob, mix_rng)
             with autocast_context(device, cfg.run.precision):
                 emb = net(x, kp) if use_kp else net(x)
-            ce = classifier(emb.float(), y, reduction="none")
+            ce = mixup_margin_loss(classifier, emb.float(), y, y_b, lam)
             if cfg.loss.name == "frabsm" and cfg.loss.mining_alpha > 0:
                 ce = ce * frabsm_weights(
                     ce, cfg.loss.mining_alpha, cfg.loss.mining_p0, cfg.loss.mining_mode
@@ -332,7 +428,10 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
             if step >= last_step or step % steps_per_epoch == 0:
                 break
     if info.is_main:
-        save_export(model.eval(), run_dir / "export", step=step)
+        export = model
+        if cfg.adapter.mode in ("lora", "rslora"):  # a plain backbone: W + scale * B @ A
+            export = merge_lora(copy.deepcopy(model))
+        save_export(export.eval(), run_dir / "export", step=step)
     logger.close()
     return run_dir
 

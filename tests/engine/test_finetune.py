@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -11,8 +15,16 @@ import yaml
 from lafslib.cli import main
 from lafslib.config import ConfigError, load_recipe
 from lafslib.engine.checkpoint import load_checkpoint
-from lafslib.engine.finetune import few_shot_indices, finetune
+from lafslib.engine.finetune import (
+    _apply_adapter,
+    few_shot_indices,
+    finetune,
+    mixup_batch,
+    mixup_margin_loss,
+)
 from lafslib.engine.param_groups import param_groups_layer_decay
+from lafslib.layers import LoRALinear, apply_lora, merge_lora
+from lafslib.losses import CombinedMarginLoss, PartialFC
 from lafslib.models import create_model, load_export, save_export
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,7 +120,106 @@ def test_cli_and_unavailable_options(tmp_path: Path) -> None:
     assert main(["finetune", str(recipe), "--set", f"run.output_dir={out}", "--set", "run.max_steps=1",
                  "--set", "data.synthetic_identities=4", "--set", "data.batch_size=8"]) == 0  # fmt: skip
     assert (out / "export" / "model.json").is_file()
-    with pytest.raises(ValueError, match="LoRA adapters are not available"):
-        finetune(_recipe(tmp_path, "lora", ["adapter.mode=lora"]))
+    with pytest.raises(ValueError, match="LoRA targets"):
+        finetune(_recipe(tmp_path, "lora", ["adapter.mode=lora", "adapter.lora_targets=[x]"]))
     with pytest.raises(ConfigError, match="loss.name"):
         _recipe(tmp_path, "bad", ["loss.name=sphereface"])
+
+
+def test_rslora_adapter_config(tmp_path: Path) -> None:
+    cfg = _recipe(tmp_path, "rs", ["adapter.mode=rslora", "adapter.lora_targets=[q, k, v]"])
+    model = create_model("vit_test")
+    _apply_adapter(model, cfg)
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    assert len(layers) == 2 and all(m.adapt == (0, 1, 2) for m in layers)
+    assert layers[0].scale == cfg.adapter.lora_alpha / math.sqrt(cfg.adapter.lora_rank)
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"blocks", "head"}
+
+
+def test_lora_finetune_exports_merged_model(tmp_path: Path) -> None:
+    mode = "lora"
+    base = create_model("vit_test")
+    save_export(base, tmp_path / "init")
+    sets = [f"adapter.mode={mode}", "adapter.lora_rank=4", "adapter.lora_alpha=8",
+            "optim.head_lr=0.01", "optim.head_weight_decay=0", "run.max_steps=3",
+            f"init={tmp_path / 'init'}"]  # fmt: skip
+    run = finetune(_recipe(tmp_path, mode, sets))
+    # The checkpoint holds the unmerged LoRA model; rebuild it and merge by hand.
+    state = load_checkpoint(run / "checkpoints/step_00000003.pt")
+    model = create_model("vit_test")
+    names = apply_lora(model, r=4, alpha=8, targets=("q", "v"), rs=mode == "rslora")
+    model.load_state_dict({k[len("backbone.") :]: v for k, v in state["model"].items()})
+    lora = model.get_submodule(names[0])
+    assert isinstance(lora, LoRALinear) and lora.lora_B.abs().sum() > 0  # it trained
+    x = torch.randn(3, 3, 112, 112)
+    unmerged = model.eval()(x)
+    exported = load_export(run / "export")  # a plain model: strict load, no LoRA keys
+    assert not any(isinstance(m, LoRALinear) for m in exported.modules())
+    torch.testing.assert_close(exported(x), unmerged, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(exported(x), merge_lora(copy.deepcopy(model))(x))
+    # Frozen: everything but the head and the adapted projections, and the fused key rows.
+    sd, sd0 = exported.state_dict(), base.state_dict()
+    for name, tensor in sd0.items():
+        if not name.startswith("head.") and not any(name.startswith(n + ".") for n in names):
+            torch.testing.assert_close(sd[name], tensor, atol=0, rtol=0, msg=name)
+    w, w0 = sd[names[0] + ".weight"], sd0[names[0] + ".weight"]
+    inner = w.shape[0] // 3
+    torch.testing.assert_close(w[inner : 2 * inner], w0[inner : 2 * inner], atol=0, rtol=0)
+    assert not torch.equal(w[:inner], w0[:inner])
+    assert not torch.equal(sd["head.0.weight"], sd0["head.0.weight"])
+    assert json.loads((run / "export/model.json").read_text())["name"] == "vit_test"
+
+
+def test_mixup_batch_pairs_and_identity() -> None:
+    x = torch.randn(6, 3, 4, 4)
+    y = torch.arange(6)  # label i is image i, so labels_b names the partner image
+    kp = torch.rand(6, 5, 2)
+    mx, mkp, ya, yb, lam = mixup_batch(x, y, kp, 0.2, 1.0, np.random.default_rng(0))
+    assert 0 < lam < 1 and torch.equal(ya, y) and not torch.equal(yb, y)
+    assert sorted(yb.tolist()) == y.tolist()
+    torch.testing.assert_close(mx, lam * x + (1 - lam) * x[yb])
+    torch.testing.assert_close(mkp, lam * kp + (1 - lam) * kp[yb])
+    for alpha, prob in ((0.2, 0.0), (0.0, 1.0)):
+        out = mixup_batch(x, y, kp, alpha, prob, np.random.default_rng(0))
+        assert out[0] is x and out[1] is kp and torch.equal(out[3], y) and out[4] == 1.0
+    hits = sum(mixup_batch(x, y, kp, 0.2, 0.1, np.random.default_rng(i))[4] < 1 for i in range(400))
+    assert 20 <= hits <= 65  # about 10% of batches
+
+
+def test_mixup_margin_loss_applies_the_margin_per_target() -> None:
+    torch.manual_seed(0)
+    s, m = 16.0, 0.5
+    clf = PartialFC(CombinedMarginLoss(s, 1.0, m, 0.0), 8, 5)
+    emb, ya, yb, lam = (
+        torch.randn(4, 8),
+        torch.tensor([0, 1, 2, 3]),
+        torch.tensor([4, 2, 1, 0]),
+        0.7,
+    )
+
+    def arcface_ce(labels: torch.Tensor) -> torch.Tensor:
+        cos = torch.nn.functional.normalize(emb) @ torch.nn.functional.normalize(clf.weight).T
+        logits = s * cos
+        rows = torch.arange(len(labels))
+        logits[rows, labels] = s * torch.cos(torch.acos(cos[rows, labels]) + m)
+        return torch.logsumexp(logits, 1) - logits[rows, labels]
+
+    with torch.no_grad():
+        mixed = mixup_margin_loss(clf, emb, ya, yb, lam)
+        plain = mixup_margin_loss(clf, emb, ya, ya, 1.0)
+    expected = lam * arcface_ce(ya) + (1 - lam) * arcface_ce(yb)
+    torch.testing.assert_close(mixed, expected, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(plain, arcface_ce(ya), atol=1e-4, rtol=1e-5)
+    assert not torch.allclose(mixed, plain)
+
+
+def test_mixup_in_finetune(tmp_path: Path) -> None:
+    def first_loss(name: str, sets: list[str]) -> float:
+        run = finetune(_recipe(tmp_path, name, [*sets, "run.max_steps=1"]))
+        return json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["train/loss"]
+
+    off = first_loss("off", [])
+    assert first_loss("p0", ["optim.mixup_alpha=0.2", "optim.mixup_prob=0"]) == off
+    on = first_loss("p1", ["optim.mixup_alpha=0.2", "optim.mixup_prob=1"])
+    assert math.isfinite(on) and on != off
