@@ -1,4 +1,9 @@
-"""Evaluation reports: JSON, a Markdown table, and ROC curves as PNG."""
+"""Evaluation reports: JSON, Markdown tables, and ROC curves as PNG.
+
+``evaluate_export`` runs any of: insightface ``.bin`` verification sets, the IJB-B/C 1:1
+protocol (all flag combinations; ``roc_ijb.png``) and open-set / closed-set identification of a
+probe folder against a gallery folder (labelled folders of aligned 112x112 faces).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,12 @@ import numpy as np
 
 from lafslib.evaluation.verification import evaluate_embeddings, pair_distances, roc_curve
 
-__all__ = ["evaluate_export", "markdown_report", "plot_roc"]
+__all__ = [
+    "evaluate_export",
+    "evaluate_identification_folders",
+    "markdown_report",
+    "plot_roc",
+]
 
 
 def plot_roc(
@@ -42,26 +52,140 @@ def plot_roc(
     return path
 
 
-def markdown_report(results: dict[str, dict[str, Any]], model: str) -> str:
-    """A Markdown table of verification results."""
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}"
+
+
+def _ijb_markdown(ijb: dict[str, Any]) -> list[str]:
+    fars = list(next(iter(ijb["modes"].values()))["tar_at_far"])
     lines = [
-        f"# Evaluation of `{model}`",
         "",
-        "| set | pairs | accuracy (10-fold) | VAL@FAR=1e-3 | TAR@FAR=1e-3 | TAR@FAR=1e-2 |",
-        "|---|---|---|---|---|---|",
+        f"## {ijb['name']} 1:1 verification (TAR@FAR, %)",
+        "",
+        f"{ijb['faces']} faces, {ijb['templates']} templates, {ijb['pairs']} pairs "
+        f"({ijb['mated']} mated). N: keep raw norms, D: detector-score weights, F: flip test; "
+        "insightface reports N1D1F1, CVLFace N0D1F1 at FAR=1e-4.",
+        "",
+        "| mode | " + " | ".join(f"FAR={f}" for f in fars) + " |",
+        "|---|" + "---|" * len(fars),
     ]
+    for mode, r in ijb["modes"].items():
+        lines.append(f"| {mode} | " + " | ".join(_pct(r["tar_at_far"][f]) for f in fars) + " |")
+    return lines
+
+
+def _ident_markdown(ident: dict[str, Any]) -> list[str]:
+    fpirs = list(ident["dir_at_fpir"])
+    ranks = [k for k in ident if k.startswith("rank_")]
+    lines = [
+        "",
+        "## Identification (1:N, %)",
+        "",
+        f"{ident['gallery_images']} gallery images of {ident['identities']} identities; "
+        f"{ident['mated']} mated and {ident['non_mated']} non-mated probes. DIR: mate at rank "
+        f"{ident['rank']} and above the threshold that keeps FPIR at the target (chosen from "
+        "the non-mated probes); CMC: mated probes, no threshold.",
+        "",
+        "| "
+        + " | ".join([f"DIR@FPIR={f}" for f in fpirs] + [f"CMC {k[5:]}" for k in ranks])
+        + " |",
+        "|" + "---|" * (len(fpirs) + len(ranks)),
+        "| "
+        + " | ".join(
+            [_pct(ident["dir_at_fpir"][f]) for f in fpirs] + [_pct(ident[k]) for k in ranks]
+        )
+        + " |",
+    ]
+    return lines
+
+
+def markdown_report(
+    results: dict[str, dict[str, Any]],
+    model: str,
+    ijb: dict[str, Any] | None = None,
+    identification: dict[str, Any] | None = None,
+) -> str:
+    """Markdown tables of verification (``.bin``), IJB and identification results."""
+    lines = [f"# Evaluation of `{model}`", ""]
+    if results:
+        lines += [
+            "| set | pairs | accuracy (10-fold) | VAL@FAR=1e-3 | TAR@FAR=1e-3 | TAR@FAR=1e-2 |",
+            "|---|---|---|---|---|---|",
+        ]
     for name, r in results.items():
         tar = r["tar_at_far"]
-
-        def fmt(v: float | None) -> str:
-            return "n/a" if v is None else f"{100 * v:.2f}"
-
         lines.append(
             f"| {name} | {r['pairs']} | {100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f} "
-            f"| {100 * r['val']:.2f} +- {100 * r['val_std']:.2f} | {fmt(tar.get('0.001'))} "
-            f"| {fmt(tar.get('0.01'))} |"
+            f"| {100 * r['val']:.2f} +- {100 * r['val_std']:.2f} | {_pct(tar.get('0.001'))} "
+            f"| {_pct(tar.get('0.01'))} |"
         )
+    if ijb is not None:
+        lines += _ijb_markdown(ijb)
+    if identification is not None:
+        lines += _ident_markdown(identification)
     return "\n".join(lines) + "\n"
+
+
+def _embed_folder(
+    model: Any, root: str | os.PathLike[str], batch_size: int, flip: bool, device: str
+) -> tuple[np.ndarray, list[str]]:
+    """Embeddings and identity names (sub-folder names) of a labelled folder of aligned faces."""
+    from lafslib.data.folder import list_images
+    from lafslib.data.images import read_image
+    from lafslib.evaluation.embed import embed_images
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"identification folder not found: {root}")
+    files = [f for f in list_images(root) if "/" in f]
+    if not files:
+        raise ValueError(f"{root}: no images in identity sub-folders (<root>/<identity>/*.jpg)")
+    chunks = []
+    for s in range(0, len(files), 1024):
+        images = np.stack([read_image(root / f) for f in files[s : s + 1024]])
+        chunks.append(embed_images(model, images, batch_size, flip, device))
+    return np.concatenate(chunks), [f.split("/", 1)[0] for f in files]
+
+
+def evaluate_identification_folders(
+    model: Any,
+    gallery_dir: str | os.PathLike[str],
+    probe_dir: str | os.PathLike[str],
+    batch_size: int = 128,
+    flip: bool = True,
+    device: str = "cpu",
+    fpirs: tuple[float, ...] = (0.01, 0.1),
+    ranks: tuple[int, ...] = (1, 5, 20),
+) -> dict[str, Any]:
+    """Open-set 1:N identification of a probe folder against a gallery folder.
+
+    Both are labelled folders (``<identity>/<image>``) of aligned faces; identities are matched
+    by folder name, and probes of identities absent from the gallery are non-mated. Every
+    gallery image is a gallery entry (an identity scores its best entry).
+    """
+    from lafslib.evaluation.identification import open_set_identification
+
+    gal, gal_names = _embed_folder(model, gallery_dir, batch_size, flip, device)
+    pro, pro_names = _embed_folder(model, probe_dir, batch_size, flip, device)
+    names = sorted(set(gal_names) | set(pro_names))
+    index = {n: i for i, n in enumerate(names)}
+    result = open_set_identification(
+        pro,
+        np.array([index[n] for n in pro_names]),
+        gal,
+        np.array([index[n] for n in gal_names]),
+        fpirs=fpirs,
+        ranks=ranks,
+    )
+    result.update(
+        {
+            "gallery": str(gallery_dir),
+            "probe": str(probe_dir),
+            "gallery_images": int(len(gal)),
+            "probe_images": int(len(pro)),
+        }
+    )
+    return result
 
 
 def evaluate_export(
@@ -72,14 +196,35 @@ def evaluate_export(
     flip: bool = True,
     device: str = "cpu",
     progress: bool = True,
+    ijb: str | os.PathLike[str] | None = None,
+    ijb_name: str = "IJBC",
+    ident: str | os.PathLike[str] | None = None,
+    probe: str | os.PathLike[str] | None = None,
+    workers: int = 4,
+    fpirs: tuple[float, ...] = (0.01, 0.1),
 ) -> dict[str, Any]:
-    """Evaluate an exported model on ``.bin`` sets; write report.json, report.md, roc.png."""
+    """Evaluate an exported model; write report.json, report.md and ROC curves as PNG.
+
+    Args:
+        model_path: export folder.
+        bins: insightface ``.bin`` sets (10-fold protocol; ``roc.png``).
+        out_dir: output folder.
+        batch_size, flip, device, progress: embedding options (``flip`` applies to ``.bin``
+            sets and identification; IJB runs every flag combination).
+        ijb: an IJB folder (``meta/`` + ``loose_crop/``); ``roc_ijb.png``.
+        ijb_name: ``IJBC`` or ``IJBB`` (the meta file prefix).
+        ident, probe: gallery and probe folders for 1:N identification (given together).
+        workers: image decoding threads for IJB.
+        fpirs: FPIR targets of the identification.
+    """
     from lafslib.data.verification import load_bin
     from lafslib.evaluation.embed import embed_images
     from lafslib.models import load_export
 
-    if not bins:
-        raise ValueError("nothing to evaluate: give at least one --bin file")
+    if (ident is None) != (probe is None):
+        raise ValueError("identification needs both a gallery folder and a probe folder")
+    if not bins and ijb is None and ident is None:
+        raise ValueError("nothing to evaluate: give --bin files, --ijb or --ident/--probe")
     model = load_export(model_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -94,8 +239,24 @@ def evaluate_export(
         r["seconds"] = round(time.time() - t0, 2)
         results[name] = r
         curves[name] = roc_curve(-pair_distances(emb), issame)
-    report = {"model": str(model_path), "flip": flip, "results": results}
+    report: dict[str, Any] = {"model": str(model_path), "flip": flip, "results": results}
+    if curves:
+        plot_roc(curves, out / "roc.png")
+    if ijb is not None:
+        from lafslib.evaluation.ijb import evaluate_ijb
+
+        report["ijb"], ijb_curves = evaluate_ijb(
+            model, ijb, ijb_name, batch_size, device, workers=workers, progress=progress
+        )
+        plot_roc(ijb_curves, out / "roc_ijb.png")
+    if ident is not None and probe is not None:
+        t0 = time.time()
+        report["identification"] = evaluate_identification_folders(
+            model, ident, probe, batch_size, flip, device, fpirs
+        )
+        report["identification"]["seconds"] = round(time.time() - t0, 2)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(markdown_report(results, str(model_path)))
-    plot_roc(curves, out / "roc.png")
+    (out / "report.md").write_text(
+        markdown_report(results, str(model_path), report.get("ijb"), report.get("identification"))
+    )
     return report
