@@ -1,7 +1,24 @@
-"""Evaluation: embeddings, 1:1 verification (10-fold .bin protocol, ROC, TAR@FAR), reports."""
+"""Evaluation: embeddings, 1:1 verification (10-fold .bin protocol, ROC, TAR@FAR), IJB-B/C,
+identification (CMC, few-shot, open-set DIR@FPIR), reports."""
 
 from lafslib.evaluation.embed import embed_images, flip_keypoints
-from lafslib.evaluation.identification import cmc, few_shot_identification, few_shot_split
+from lafslib.evaluation.identification import (
+    cmc,
+    few_shot_identification,
+    few_shot_split,
+    fpir_threshold,
+    open_set_identification,
+)
+from lafslib.evaluation.ijb import (
+    IJB_MODES,
+    IJBEmbeddings,
+    embed_ijb,
+    evaluate_ijb,
+    ijb_all_modes,
+    ijb_verification,
+    pool_templates,
+    score_template_pairs,
+)
 from lafslib.evaluation.verification import (
     evaluate_bin,
     pair_distances,
@@ -11,7 +28,17 @@ from lafslib.evaluation.verification import (
 )
 
 __all__ = [
+    "IJB_MODES",
+    "IJBEmbeddings",
     "cmc",
+    "embed_ijb",
+    "evaluate_ijb",
+    "fpir_threshold",
+    "ijb_all_modes",
+    "ijb_verification",
+    "open_set_identification",
+    "pool_templates",
+    "score_template_pairs",
     "few_shot_identification",
     "few_shot_split",
     "embed_images",
