@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["main", "build_parser"]
 
@@ -315,10 +316,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         sub,
         "eval",
         "Evaluate an exported model on insightface .bin verification sets (10-fold accuracy, "
-        "VAL@FAR, TAR@FAR): report.json, report.md and roc.png in --out.",
+        "VAL@FAR, TAR@FAR), the IJB-B/C 1:1 protocol (TAR@FAR, all N/D/F modes) and 1:N "
+        "identification (DIR@FPIR, CMC): report.json, report.md, roc.png, roc_ijb.png in --out.",
         """
   lafs eval --model runs/demo/pretrain/export --bin ../shared/data/faces-mini/lfw_mini.bin
   lafs eval --model export/ --bin lfw.bin cfp_fp.bin agedb_30.bin --out reports/model --device cuda
+  lafs eval --model export/ --ijb /data/IJB_release/IJBC --ijb-name IJBC --device cuda
+  lafs eval --model export/ --ident gallery/ --probe probes/ --fpir 0.01 0.1
 """,
     )
     p.add_argument("--model", required=True, help="export folder (model.safetensors + model.json)")
@@ -327,17 +331,47 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--no-flip", action="store_true", help="disable the flip test")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--ijb", help="IJB folder with meta/ and loose_crop/ (1:1 protocol)")
+    p.add_argument("--ijb-name", default="IJBC", help="IJBC or IJBB: prefix of the meta files")
+    p.add_argument("--workers", type=int, default=4, help="image decoding threads for --ijb")
+    p.add_argument("--ident", help="gallery folder <identity>/<image> for 1:N identification")
+    p.add_argument(
+        "--probe", help="probe folder <identity>/<image>; unknown identities are non-mated"
+    )
+    p.add_argument("--fpir", type=float, nargs="+", default=[0.01, 0.1], help="FPIR targets")
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     from lafslib.evaluation.report import evaluate_export
 
+    if (args.ident is None) != (args.probe is None):
+        raise SystemExit("lafs eval: --ident and --probe go together")
     report = evaluate_export(
-        args.model, args.bin, args.out, args.batch_size, not args.no_flip, args.device
+        args.model,
+        args.bin,
+        args.out,
+        args.batch_size,
+        not args.no_flip,
+        args.device,
+        ijb=args.ijb,
+        ijb_name=args.ijb_name,
+        ident=args.ident,
+        probe=args.probe,
+        workers=args.workers,
+        fpirs=tuple(args.fpir),
     )
     for name, r in report["results"].items():
         print(f"{name}: accuracy {100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}")
+    if "ijb" in report:
+        for mode, r in report["ijb"]["modes"].items():
+            tar = r["tar_at_far"].get("0.0001")
+            shown = "n/a" if tar is None else f"{100 * tar:.2f}"
+            print(f"{report['ijb']['name']} {mode}: TAR@FAR=1e-4 {shown}")
+    if "identification" in report:
+        r = report["identification"]
+        dirs = ", ".join(f"FPIR={k}: {100 * v:.2f}" for k, v in r["dir_at_fpir"].items())
+        print(f"identification: DIR {dirs}; rank-1 {100 * r['rank_1']:.2f}")
     print(f"report: {args.out}/report.md")
     return 0
 
@@ -450,6 +484,250 @@ def _run_show_views(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- landmarks
+
+
+def _add_detector_options(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument(
+        "--detector",
+        default=default,
+        help="dlib (HOG + 68 points), dlib-cnn, dlib5, face-alignment (FAN), "
+        "sidecar (with --landmarks-file) or learned (with --weights EXPORT)",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="face-alignment: folder with the FAN weight files (default "
+        "$TORCH_HOME/hub/checkpoints); learned: the exported Part fViT folder",
+    )
+    p.add_argument(
+        "--boxes",
+        default=None,
+        help="face-alignment face boxes: sfd (its detector), dlib (no detector weights) "
+        "or full (the whole image); dlib: full uses the whole image as the face box",
+    )
+    p.add_argument("--landmarks-file", default=None, help="sidecar for --detector sidecar")
+    p.add_argument("--upsample", type=int, default=1, help="dlib: upsampling before detection")
+    p.add_argument("--device", default="auto", help="face-alignment / learned: torch device")
+
+
+def _detector_kwargs(args: argparse.Namespace) -> dict:
+    name = args.detector
+    if name in ("dlib", "dlib-cnn", "dlib5"):
+        out = {"upsample": args.upsample}
+        if args.boxes == "full":
+            out["detector"] = "full"
+        return out
+    if name == "face-alignment":
+        boxes = args.boxes or "sfd"
+        if boxes == "dlib":
+            from lafslib.landmarks.detectors import DlibDetector
+
+            boxes = DlibDetector(upsample=args.upsample)
+        return {"boxes": boxes, "weights_dir": args.weights, "device": args.device}
+    if name == "sidecar":
+        if not args.landmarks_file:
+            raise ValueError("--detector sidecar needs --landmarks-file FILE")
+        return {"path": args.landmarks_file}
+    if name == "learned":
+        if not args.weights:
+            raise ValueError("--detector learned needs --weights EXPORT_DIR (a Part fViT export)")
+        device = "cpu" if args.device == "auto" else args.device
+        return {"export": args.weights, "device": device}
+    from lafslib.landmarks.detectors import DETECTORS
+
+    raise ValueError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
+
+
+def _tqdm(quiet: bool, desc: str) -> Callable | None:
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    return lambda it, n: tqdm(it, total=n, desc=desc, unit="img")
+
+
+def _add_align(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "align",
+        "Detect, align (ArcFace 5-point template) and crop the faces of raw photos; write the "
+        "crops in the same tree under DST with landmarks5.csv (and landmarks68.csv) in crop "
+        "pixels, and align_report.json listing photos with no face. Resumable; inputs are "
+        "never modified.",
+        """
+  lafs align ../shared/data/celeba-raw-mini aligned/ --detector dlib --workers 2
+  lafs align photos/ aligned/ --detector face-alignment --weights ~/fan_weights --faces all
+  lafs align photos/ aligned/ --detector face-alignment --boxes dlib   # no S3FD weights
+""",
+    )
+    p.add_argument("src", help="folder of photos (any tree)")
+    p.add_argument("dst", help="output folder (outside SRC)")
+    _add_detector_options(p, "dlib")
+    p.add_argument("--size", type=int, default=112, help="side of the aligned crops")
+    p.add_argument(
+        "--faces", choices=("largest", "all"), default="largest", help="faces kept per photo"
+    )
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_align)
+
+
+def _run_align(args: argparse.Namespace) -> int:
+    import json
+
+    from lafslib.landmarks.align import REPORT, align_folder
+
+    if args.detector == "face-alignment" and args.boxes == "dlib" and args.workers > 1:
+        raise ValueError("--boxes dlib with --workers > 1 is not supported; use --workers 1")
+    report = align_folder(
+        args.src,
+        args.dst,
+        args.detector,
+        _detector_kwargs(args),
+        size=args.size,
+        policy=args.faces,
+        workers=args.workers,
+        progress=_tqdm(args.quiet, "align"),
+    )
+    summary = report.to_dict()
+    summary["no_face"] = len(report.no_face)
+    summary["unreadable"] = len(report.unreadable)
+    print(json.dumps(summary, indent=2))
+    print(f"report: {args.dst}/{REPORT}")
+    return 0
+
+
+def _add_landmarks(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "landmarks",
+        "Write a landmark sidecar for an already-aligned dataset (folder or .rec) with a "
+        "detector, or the canonical ArcFace template with --template. Images where no face "
+        "is found get the template and are listed in the printed report.",
+        """
+  lafs landmarks ../shared/data/faces-mini/identities --out lm.csv --detector dlib
+  lafs landmarks faces.rec --out faces.landmarks.npz --template
+  lafs landmarks aligned/ --out lm68.csv --detector face-alignment --boxes full --points 68
+""",
+    )
+    p.add_argument("data", help="aligned image folder or .rec file")
+    p.add_argument("--out", required=True, help="sidecar file (.csv or .npz; .npz for .rec)")
+    _add_detector_options(p, None)
+    p.add_argument(
+        "--template", action="store_true", help="write the ArcFace template for every image"
+    )
+    p.add_argument(
+        "--points", choices=("5", "68", "native"), default="5", help="points written per image"
+    )
+    p.add_argument(
+        "--fallback",
+        choices=("template", "error"),
+        default="template",
+        help="what an image without a detected face gets",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_landmarks)
+
+
+def _run_landmarks(args: argparse.Namespace) -> int:
+    import json
+
+    from lafslib.landmarks.annotate import annotate_dataset
+    from lafslib.landmarks.detectors import create_detector
+
+    if args.template == bool(args.detector):
+        raise ValueError("choose one landmark source: --detector NAME or --template")
+    detector = None if args.template else create_detector(args.detector, **_detector_kwargs(args))
+    report = annotate_dataset(
+        args.data,
+        args.out,
+        detector,
+        points=args.points,
+        fallback=args.fallback,
+        progress=_tqdm(args.quiet, "landmarks"),
+    )
+    summary = report.to_dict()
+    summary["fallback_count"] = len(report.fallback)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _add_show_landmarks(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "show-landmarks",
+        "Draw faces with their landmarks and landmark indices into one PNG, from the sidecar "
+        "beside the images, a given sidecar, or a detector.",
+        """
+  lafs show-landmarks ../shared/data/celeba-112/images/07201/*.jpg --out grid.png
+  lafs show-landmarks photo.jpg --detector dlib --out photo_landmarks.png
+""",
+    )
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--out", default="landmarks.png", help="output PNG")
+    p.add_argument(
+        "--landmarks",
+        default="auto",
+        help="sidecar file (auto: the one beside the images' dataset)",
+    )
+    _add_detector_options(p, None)
+    p.add_argument(
+        "--scale", type=float, default=None, help="resize factor per face (default: 336 px tiles)"
+    )
+    p.add_argument("--no-indices", action="store_true", help="do not number the points")
+    p.set_defaults(func=_run_show_landmarks)
+
+
+def _sidecar_points(table: Any, image_path: Any) -> Any:
+    """The points of ``image_path`` in a landmark table keyed by paths relative to any parent."""
+    for parent in image_path.parents:
+        key = image_path.relative_to(parent).as_posix()
+        if key in table:
+            return table[key]
+    return None
+
+
+def _run_show_landmarks(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from PIL import Image
+
+    from lafslib.data.folder import find_sidecar
+    from lafslib.data.images import read_image
+    from lafslib.landmarks.detectors import create_detector
+    from lafslib.landmarks.store import load_landmarks
+    from lafslib.viz import landmarks_grid
+
+    detector = create_detector(args.detector, **_detector_kwargs(args)) if args.detector else None
+    images, points, tables = [], [], {}
+    found = 0
+    for name in args.images:
+        path = Path(name).resolve()
+        image = read_image(path)
+        pts = None
+        if detector is not None:
+            faces = detector.detect(image, path.name)
+            pts = max(faces, key=lambda f: f.area).landmarks if faces else None
+        else:
+            sidecar = (
+                find_sidecar(path.parent.parent)
+                if args.landmarks == "auto"
+                else Path(args.landmarks)
+            )
+            if sidecar is not None:
+                if sidecar not in tables:
+                    tables[sidecar] = load_landmarks(sidecar)
+                pts = _sidecar_points(tables[sidecar], path)
+        found += pts is not None
+        images.append(image)
+        points.append(pts)
+    grid = landmarks_grid(images, points, args.scale, indices=not args.no_indices)
+    Image.fromarray(grid).save(args.out)
+    print(f"{len(images)} faces, {found} with landmarks -> {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- registry
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -461,6 +739,9 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_eval,
     _add_finetune,
     _add_show_views,
+    _add_align,
+    _add_landmarks,
+    _add_show_landmarks,
 ]
 
 

@@ -11,6 +11,9 @@ __all__ = [
     "similarity_transform",
     "transform_points",
     "invert_affine",
+    "alignment_transform",
+    "warp_image",
+    "align_face",
 ]
 
 ARCFACE_TEMPLATE_112 = np.array(
@@ -91,3 +94,57 @@ def invert_affine(m: np.ndarray) -> np.ndarray:
     """Inverse of a (2, 3) affine matrix."""
     full = np.vstack([m, [0.0, 0.0, 1.0]])
     return np.linalg.inv(full)[:2]
+
+
+def alignment_transform(landmarks5: np.ndarray, size: int = 112) -> np.ndarray:
+    """(2, 3) similarity mapping 5 ArcFace-order points of a photo onto the template of a
+    ``size x size`` crop."""
+    return similarity_transform(landmarks5, template_for_size(size))
+
+
+def warp_image(
+    image: np.ndarray, m: np.ndarray, size: int | tuple[int, int], inverse: bool = False
+) -> np.ndarray:
+    """Warp an image with a (2, 3) affine matrix (bilinear, black border).
+
+    Args:
+        image: (H, W, C) or (H, W) uint8/float array.
+        m: matrix mapping input pixel coordinates to output ones (or output to input when
+            ``inverse``).
+        size: output side, or (width, height).
+        inverse: apply the inverse of ``m`` (e.g. paste an aligned crop back into the photo).
+    """
+    import cv2  # a dependency of albumentations
+
+    width, height = (size, size) if isinstance(size, int) else size
+    m = invert_affine(m) if inverse else np.asarray(m, dtype=np.float64)
+    return cv2.warpAffine(
+        np.ascontiguousarray(image),
+        m,
+        (int(width), int(height)),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+
+
+def align_face(
+    image: np.ndarray, landmarks: np.ndarray, size: int = 112
+) -> tuple[np.ndarray, np.ndarray]:
+    """Align a face to the ArcFace template.
+
+    Args:
+        image: (H, W, 3) photo.
+        landmarks: (5, 2) ArcFace-order or (68, 2) iBUG points in photo pixels.
+        size: output side.
+
+    Returns:
+        The (size, size, 3) crop and the (2, 3) matrix from photo to crop pixels (apply it to
+        any landmarks of the face with :func:`transform_points`).
+    """
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    five = landmarks68_to_5(landmarks) if len(landmarks) == 68 else landmarks
+    if five.shape != (5, 2):
+        raise ValueError(f"need (5, 2) or (68, 2) landmarks, got {landmarks.shape}")
+    m = alignment_transform(five, size)
+    return warp_image(image, m, size), m

@@ -58,3 +58,39 @@ def test_flip_maps_are_involutions_and_swap_sides() -> None:
     gf = g[grid_flip_index(14)].copy()
     gf[:, 0] = 112 - gf[:, 0]
     np.testing.assert_allclose(gf, g, atol=1e-9)
+
+
+def test_align_face_puts_exact_landmarks_on_the_template() -> None:
+    from lafslib.landmarks.template import align_face, template_for_size
+
+    s = render_face(3, 2, size=160)
+    m_known = _similarity(0.25, 1.3, (20.0, -10.0))
+    # a face whose 5 points are exactly a similarity of the template: alignment recovers it
+    five = transform_points(template_for_size(96), m_known)
+    crop, m = align_face(s["image"], five, size=96)
+    assert crop.shape == (96, 96, 3)
+    np.testing.assert_allclose(transform_points(five, m), template_for_size(96), atol=1e-6)
+    np.testing.assert_allclose(m, invert_affine(m_known), atol=1e-9)
+    # 68 points are reduced to 5 first
+    _, m68 = align_face(s["image"], s["landmarks68"], size=112)
+    _, m5 = align_face(s["image"], s["landmarks5"], size=112)
+    np.testing.assert_allclose(m68, m5, atol=1e-4)
+
+
+def test_warp_round_trip_restores_the_image() -> None:
+    from lafslib.landmarks.template import warp_image
+
+    image = render_face(5, 0, size=128)["image"]
+    m = _similarity(0.2, 1.25, (-8.0, 4.0))
+    there = warp_image(image, m, (200, 180))
+    assert there.shape == (180, 200, 3)
+    back = warp_image(there, m, 128, inverse=True).astype(np.float64)
+    inner = (slice(24, 104), slice(24, 104))  # away from the black border
+    err = np.abs(back[inner] - image[inner].astype(np.float64)).mean()
+    assert err < 4.0, err
+    # a point moves with the pixels: the brightest pixel of a single-dot image
+    dot = np.zeros((64, 64), np.uint8)
+    dot[20, 30] = 255
+    moved = warp_image(dot.astype(np.float32), m, 128)
+    y, x = np.unravel_index(np.argmax(moved), moved.shape)
+    np.testing.assert_allclose([x, y], transform_points([30, 20], m), atol=1.0)
