@@ -223,3 +223,28 @@ def test_mixup_in_finetune(tmp_path: Path) -> None:
     assert first_loss("p0", ["optim.mixup_alpha=0.2", "optim.mixup_prob=0"]) == off
     on = first_loss("p1", ["optim.mixup_alpha=0.2", "optim.mixup_prob=1"])
     assert math.isfinite(on) and on != off
+
+
+@pytest.mark.parametrize(
+    "recipe", sorted((ROOT / "recipes" / "finetune").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_shipped_finetune_recipes_run_at_tiny_size(recipe: Path, tmp_path: Path) -> None:
+    overrides = [
+        f"run.output_dir={tmp_path / recipe.stem}",
+        "run.max_steps=1",
+        "run.precision=fp32",
+        "data.train=synthetic",
+        "data.landmarks=null",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "data.synthetic_identities=4",
+        "data.synthetic_per_identity=2",
+        "model.name=vit_test",
+        "model.kwargs={}",
+        "eval.bins=[]",
+    ]
+    args = ["finetune", str(recipe)]
+    for item in overrides:
+        args += ["--set", item]
+    assert main(args) == 0
+    assert load_export(tmp_path / recipe.stem / "export") is not None
