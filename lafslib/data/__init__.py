@@ -1,7 +1,8 @@
-"""Data sources: image folders, insightface RecordIO and .bin sets, synthetic faces."""
+"""Data sources: image folders, insightface RecordIO and .bin sets, IJB-B/C meta, synthetic faces."""
 
 from lafslib.data.base import FaceDataset
 from lafslib.data.folder import ImageFolderDataset, find_sidecar, list_images
+from lafslib.data.ijb import IJBMeta, IJBMetaError, load_ijb_meta, write_ijb
 from lafslib.data.images import BadImageError, decode_image, read_image
 from lafslib.data.recordio import RecordIODataset, RecordReader, RecordWriter, pack_folder
 from lafslib.data.sources import open_dataset
@@ -11,6 +12,8 @@ from lafslib.data.verification import UnsafePickleError, load_bin, write_bin
 __all__ = [
     "BadImageError",
     "FaceDataset",
+    "IJBMeta",
+    "IJBMetaError",
     "ImageFolderDataset",
     "RecordIODataset",
     "RecordReader",
@@ -21,9 +24,11 @@ __all__ = [
     "find_sidecar",
     "list_images",
     "load_bin",
+    "load_ijb_meta",
     "open_dataset",
     "pack_folder",
     "read_image",
     "render_face",
     "write_bin",
+    "write_ijb",
 ]
