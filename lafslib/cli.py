@@ -728,6 +728,46 @@ def _run_show_landmarks(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- models
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "models",
+        "List the registered backbones (glob PATTERN); with --details build each on CPU and "
+        "print parameters, embedding size, input size and whether it needs keypoints.",
+        """
+  lafs models
+  lafs models "*kprpe*" --details
+""",
+    )
+    p.add_argument("pattern", nargs="?", default="*", help="glob over model names")
+    p.add_argument("--details", action="store_true", help="build each model and describe it")
+    p.set_defaults(func=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from lafslib.models import create_model, list_models
+    from lafslib.models._registry import model_info
+
+    names = list_models(args.pattern)
+    if not names:
+        raise ValueError(f"no registered model matches {args.pattern!r}")
+    if not args.details:
+        print("\n".join(names))
+        return 0
+    print(f"{'name':<28} {'params (M)':>10} {'embed':>6} {'input':>12}  keypoints")
+    for name in names:
+        model = create_model(name)
+        info = model_info(model)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        size = "x".join(str(v) for v in info.input_size)
+        keypoints = f"{info.num_keypoints}" if info.needs_keypoints else "-"
+        print(f"{name:<28} {params:>10.2f} {info.embed_dim:>6} {size:>12}  {keypoints}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- registry
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -742,6 +782,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_align,
     _add_landmarks,
     _add_show_landmarks,
+    _add_models,
 ]
 
 
