@@ -1,5 +1,6 @@
 """Backbones and heads, built by name through the registry."""
 
+from lafslib.models import cvlface_vit as _cvlface_vit  # noqa: F401  (registers)
 from lafslib.models import vit as _vit  # noqa: F401  (registers the ViT factories)
 from lafslib.models._registry import (
     ModelInfo,

@@ -486,6 +486,8 @@ def _plan_cvlface(state: State, model_name: str | None) -> _Plan:
     if "layer1.0.bn1.weight" in state:
         return _plan_insightface(state, model_name)
     state = _strip(state, ("vit.",))
+    # CVLFace ViT-KP-RPE keeps its KP-RPE projection on the model; lafslib in ``kprpe``
+    state = _rename(state, [(r"^keypoint_linear\.", "kprpe.linear.")])
     if model_name is None:
         raise ConversionError(
             "CVLFace ViT checkpoints need --model NAME (a lafslib ViT in CVLFace's key layout; "

@@ -3,8 +3,13 @@
 The backbone accepts any square token grid: position embeddings are interpolated, so the
 same model embeds 14x14 global views and 6x6 local views during DINO/LAFS pretraining.
 
+The ``*_kprpe`` variants add keypoint relative position encoding (KP-RPE, Kim et al., CVPR 2024;
+:class:`~lafslib.layers.KPRPE`) to every block; they need ``keypoints`` (B, 5, 2) in [0, 1].
+With ``token_centers`` (where each token came from, e.g. LAFS landmark patches) the bias
+follows the tokens instead of the grid.
+
 Interface (shared by lafslib backbones):
-    ``model(x, keypoints=None)`` -> embedding ``(B, embed_dim)``;
+    ``model(x, keypoints=None, token_centers=None)`` -> embedding ``(B, embed_dim)``;
     ``model.forward_features(x, keypoints=None, token_centers=None)`` -> tokens ``(B, 1+N, D)``;
     ``model.forward_ssl(x, ...)`` -> pooled CLS feature ``(B, ssl_dim)`` for self-supervision.
 
@@ -26,56 +31,11 @@ from timm.layers import DropPath
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from lafslib.layers.attention import Attention
+from lafslib.layers.kprpe import KPRPE, KPRPEBias
 from lafslib.models._registry import ModelInfo, register_model
 
 __all__ = ["FaceViT", "Attention", "Block"]
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with an optional additive bias; fused (SDPA) or manual path.
-
-    Args:
-        dim: token width.
-        num_heads: heads.
-        head_dim: width per head (default dim // num_heads).
-        qkv_bias: bias on the qkv projection.
-        scale: logit scale (default head_dim ** -0.5).
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        head_dim: int | None = None,
-        qkv_bias: bool = True,
-        scale: float | None = None,
-    ) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = head_dim or dim // num_heads
-        inner = self.head_dim * num_heads
-        self.scale = scale if scale is not None else self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
-        self.proj = nn.Linear(inner, dim)
-        self.fused_attn = True
-        self.last_attention: torch.Tensor | None = None
-        self.keep_attention = False
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """Args: x (B, N, dim); bias (B or 1, H or 1, N, N) added to the logits."""
-        qkv = rearrange(self.qkv(x), "b n (t h d) -> t b h n d", t=3, h=self.num_heads)
-        q, k, v = qkv.unbind(0)
-        if self.fused_attn and not self.keep_attention:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        else:
-            logits = (q * self.scale) @ k.transpose(-2, -1)
-            if bias is not None:
-                logits = logits + bias
-            attn = logits.softmax(dim=-1)
-            if self.keep_attention:
-                self.last_attention = attn.detach()
-            out = attn @ v
-        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 
 class Block(nn.Module):
@@ -117,6 +77,9 @@ class FaceViT(nn.Module):
         embed_dim: output embedding size.
         drop_path: stochastic depth rate (linearly increasing over blocks).
         attn_scale: attention logit scale; None uses head_dim ** -0.5 (LAFS used dim ** -0.5).
+        kprpe: add KP-RPE biases to every block (then ``keypoints`` are required).
+        kprpe_variant: KP-RPE context sharing (see :class:`~lafslib.layers.KPRPE`).
+        num_keypoints: keypoints per face for KP-RPE.
     """
 
     def __init__(
@@ -132,6 +95,9 @@ class FaceViT(nn.Module):
         qkv_bias: bool = True,
         drop_path: float = 0.0,
         attn_scale: float | None = None,
+        kprpe: bool = False,
+        kprpe_variant: str = "splithead_unshared",
+        num_keypoints: int = 5,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
@@ -149,12 +115,30 @@ class FaceViT(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Sequential(nn.Linear(dim, embed_dim), nn.BatchNorm1d(embed_dim))
+        self.kprpe = (
+            KPRPE(
+                num_heads,
+                depth,
+                num_keypoints,
+                kprpe_variant,
+                num_prefix_tokens=self.num_prefix_tokens,
+            )
+            if kprpe
+            else None
+        )
         self.grad_checkpointing = False
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(self._init_weights)
-        self.pretrained_cfg = ModelInfo(name="FaceViT", input_size=(3, img_size, img_size))
-        self.pretrained_cfg.embed_dim = embed_dim
+        if self.kprpe is not None:
+            self.kprpe.reset_parameters()  # zero init: starts as the plain ViT
+        self.pretrained_cfg = ModelInfo(
+            name="FaceViT",
+            input_size=(3, img_size, img_size),
+            needs_keypoints=kprpe,
+            num_keypoints=num_keypoints,
+            embed_dim=embed_dim,
+        )
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -174,6 +158,25 @@ class FaceViT(nn.Module):
         patch_pos = F.interpolate(patch_pos, size=(grid, grid), mode="bicubic", align_corners=False)
         return torch.cat([cls_pos, rearrange(patch_pos, "1 d h w -> 1 (h w) d")], dim=1)
 
+    def _kprpe_bias(
+        self, keypoints: torch.Tensor | None, token_centers: torch.Tensor | None, grid: int
+    ) -> KPRPEBias | None:
+        if self.kprpe is None:
+            return None
+        if keypoints is None:
+            raise ValueError(
+                "this ViT uses KP-RPE and needs keypoints (B, "
+                f"{self.kprpe.num_keypoints}, 2) in [0, 1]: call model(x, keypoints)"
+            )
+        if token_centers is None:
+            return self.kprpe(keypoints, grid)
+        if token_centers.shape[1] != grid * grid:
+            raise ValueError(
+                f"token_centers has {token_centers.shape[1]} tokens, the image {grid * grid}"
+            )
+        # tokens at their own positions; offsets in patch units of the training grid
+        return self.kprpe(keypoints, self.grid, token_centers)
+
     def forward_features(
         self,
         x: torch.Tensor,
@@ -184,8 +187,9 @@ class FaceViT(nn.Module):
 
         Args:
             x: images (B, 3, H, W) in [-1, 1]; H = W = grid * patch_size for any grid.
-            keypoints: unused by the plain ViT (accepted for a uniform interface).
-            token_centers: unused by the plain ViT.
+            keypoints: (B, K, 2) in [0, 1] as (x, y); required by KP-RPE models, else unused.
+            token_centers: (B, N, 2) in [0, 1]: where each token came from (source-image
+                coordinates); KP-RPE then uses them instead of the grid. Unused without KP-RPE.
 
         Returns:
             (B, 1 + N, dim), CLS first.
@@ -198,11 +202,12 @@ class FaceViT(nn.Module):
         grid = x.shape[-1] // self.patch_size
         tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         tokens = tokens + self._pos_embed(grid)
-        for blk in self.blocks:
+        rpe = self._kprpe_bias(keypoints, token_centers, grid)
+        for i, blk in enumerate(self.blocks):
             if self.grad_checkpointing and self.training:
-                tokens = checkpoint(blk, tokens, use_reentrant=False)
+                tokens = checkpoint(_run_block, blk, tokens, rpe, i, use_reentrant=False)
             else:
-                tokens = blk(tokens)
+                tokens = _run_block(blk, tokens, rpe, i)
         return self.norm(tokens)
 
     def forward_ssl(
@@ -214,9 +219,14 @@ class FaceViT(nn.Module):
         """The normed CLS token (B, dim) for self-supervised heads."""
         return self.forward_features(x, keypoints, token_centers)[:, 0]
 
-    def forward(self, x: torch.Tensor, keypoints: torch.Tensor | None = None) -> torch.Tensor:
-        """Face embedding (B, embed_dim)."""
-        return self.head(self.forward_ssl(x, keypoints))
+    def forward(
+        self,
+        x: torch.Tensor,
+        keypoints: torch.Tensor | None = None,
+        token_centers: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Face embedding (B, embed_dim); see :meth:`forward_features` for the arguments."""
+        return self.head(self.forward_ssl(x, keypoints, token_centers))
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -227,7 +237,7 @@ class FaceViT(nn.Module):
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         """timm-style layer groups (stem, blocks, head) for layer-wise LR decay."""
         return {
-            "stem": r"^cls_token|^pos_embed|^patch_embed",
+            "stem": r"^cls_token|^pos_embed|^patch_embed|^kprpe",
             "blocks": r"^blocks\.(\d+)" if coarse else [(r"^blocks\.(\d+)", None)],
             "head": r"^norm|^head",
         }
@@ -235,6 +245,11 @@ class FaceViT(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in the backward pass to save memory."""
         self.grad_checkpointing = enable
+
+
+def _run_block(blk: nn.Module, x: torch.Tensor, rpe: KPRPEBias | None, i: int) -> torch.Tensor:
+    """One block with its KP-RPE bias (gathered here, so checkpointing recomputes it)."""
+    return blk(x, None if rpe is None else rpe[i])
 
 
 def _build(kwargs: dict[str, Any], **defaults: Any) -> FaceViT:
@@ -293,3 +308,21 @@ def fvit_test(**kwargs: Any) -> FaceViT:
         embed_dim=64,
         attn_scale=64**-0.5,
     )
+
+
+@register_model
+def vit_test_kprpe(**kwargs: Any) -> FaceViT:
+    """Tiny ViT with KP-RPE for tests and demos (dim 64, depth 2, 4 heads)."""
+    return _build(kwargs, dim=64, depth=2, num_heads=4, mlp_dim=128, embed_dim=64, kprpe=True)
+
+
+@register_model
+def vit_small_kprpe(**kwargs: Any) -> FaceViT:
+    """ViT-S-sized face ViT with KP-RPE (splithead_unshared), patch 8."""
+    return _build(kwargs, dim=384, depth=12, num_heads=6, mlp_dim=1536, kprpe=True)
+
+
+@register_model
+def vit_base_kprpe(**kwargs: Any) -> FaceViT:
+    """ViT-B-sized face ViT with KP-RPE (splithead_unshared), patch 8."""
+    return _build(kwargs, dim=768, depth=12, num_heads=12, mlp_dim=3072, kprpe=True)
