@@ -44,11 +44,20 @@ def export_run(
     state = load_checkpoint(ckpt)
     cfg = config_from_dict(state["config"], str(ckpt))
     model = create_model(cfg.model.name, **cfg.model.kwargs)
+    lora = cfg.task == "finetune" and cfg.adapter.mode in ("lora", "rslora")
+    if lora:  # the checkpoint holds the unmerged LoRA factors
+        from lafslib.engine.finetune import _apply_adapter
+
+        _apply_adapter(model, cfg)
     missing, unexpected = model.load_state_dict(_backbone_state(state, cfg.task), strict=False)
     if missing or unexpected:
         raise ValueError(
             f"{ckpt}: backbone keys mismatch: missing {missing}, unexpected {unexpected}"
         )
+    if lora:
+        from lafslib.layers.lora import merge_lora
+
+        model = merge_lora(model)  # a plain backbone: W + scale * B @ A
     out_dir = Path(out) if out else (run if run.is_dir() else run.parent.parent) / "export"
     save_export(model.eval(), out_dir, step=int(state["step"]), source=str(ckpt))
     if onnx:

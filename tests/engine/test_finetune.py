@@ -15,6 +15,7 @@ import yaml
 from lafslib.cli import main
 from lafslib.config import ConfigError, load_recipe
 from lafslib.engine.checkpoint import load_checkpoint
+from lafslib.engine.export import export_run
 from lafslib.engine.finetune import (
     _apply_adapter,
     few_shot_indices,
@@ -169,6 +170,9 @@ def test_lora_finetune_exports_merged_model(tmp_path: Path) -> None:
     assert not torch.equal(w[:inner], w0[:inner])
     assert not torch.equal(sd["head.0.weight"], sd0["head.0.weight"])
     assert json.loads((run / "export/model.json").read_text())["name"] == "vit_test"
+    # `lafs export RUN` rebuilds the adapter from the checkpoint and merges it the same way
+    again = load_export(export_run(run, tmp_path / "re_export"))
+    torch.testing.assert_close(again(x), exported(x), atol=1e-6, rtol=1e-6)
 
 
 def test_mixup_batch_pairs_and_identity() -> None:
