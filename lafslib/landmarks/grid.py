@@ -15,7 +15,6 @@ import numpy as np
 from lafslib.landmarks.mean_shape import MEAN_SHAPE_68_112
 from lafslib.landmarks.template import (
     landmarks68_to_5,
-    similarity_transform,
     template_for_size,
     transform_points,
 )
@@ -74,8 +73,24 @@ def landmark_grid(
         return tps(template_grid(grid, size))
     if len(landmarks) == 68:
         landmarks = landmarks68_to_5(landmarks)
-    m = similarity_transform(template_for_size(size), landmarks)
-    return transform_points(template_grid(grid, size), m)
+    return transform_points(
+        template_grid(grid, size), _similarity_2d(template_for_size(size), landmarks)
+    )
+
+
+def _similarity_2d(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The least-squares similarity src -> dst in closed form (2-D Umeyama, no SVD): (2, 3).
+
+    In complex numbers the optimal rotation-and-scale is ``z = sum(conj(s) d) / sum(|s|^2)``
+    for centred points; equals :func:`lafslib.landmarks.template.similarity_transform`.
+    """
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    sc, dc = src - mu_s, dst - mu_d
+    norm = (sc**2).sum()
+    a = (sc * dc).sum() / norm
+    b = (sc[:, 0] * dc[:, 1] - sc[:, 1] * dc[:, 0]).sum() / norm
+    rs = np.array([[a, -b], [b, a]])
+    return np.hstack([rs, (mu_d - rs @ mu_s)[:, None]])
 
 
 def grid_flip_index(grid: int) -> np.ndarray:

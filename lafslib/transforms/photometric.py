@@ -11,8 +11,7 @@ one grouped separable convolution blurs every view with its own sigma.
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -21,6 +20,9 @@ __all__ = ["ColourAugment"]
 _GRAY = torch.tensor([0.299, 0.587, 0.114])
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
+_RGB2YIQ_NP = _RGB2YIQ.double().numpy()
+_YIQ2RGB_NP = np.linalg.inv(_RGB2YIQ_NP)
+_TO_GRAY_NP = np.ones((3, 1)) @ _GRAY.double().numpy()[None]  # every channel <- luma
 
 
 class ColourAugment:
@@ -54,8 +56,29 @@ class ColourAugment:
         self.blur_sigma = blur_sigma
         self.kernel_size = kernel_size
 
-    def _u(self, n: int, lo: float, hi: float) -> torch.Tensor:
-        return torch.empty(n).uniform_(lo, hi)
+    def _matrices(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Colour matrices (V, 3, 3) and the contrast offset factors (V,) from uniforms."""
+        v = len(r)
+        jitter = r[:, 0] < self.jitter_p
+
+        def factor(u: np.ndarray, strength: float) -> np.ndarray:
+            return np.where(jitter, 1 + strength * (2 * u - 1), 1.0)
+
+        b, c, s = (
+            factor(r[:, 4], self.brightness),
+            factor(r[:, 5], self.contrast)[:, None, None],
+            (factor(r[:, 6], self.saturation)[:, None, None]),
+        )
+        angle = 2 * np.pi * np.where(jitter, self.hue * (2 * r[:, 7] - 1), 0.0)
+        sat = s * np.eye(3) + (1 - s) * _TO_GRAY_NP
+        rot = np.zeros((v, 3, 3))
+        rot[:, 0, 0] = 1
+        rot[:, 1, 1], rot[:, 1, 2] = np.cos(angle), -np.sin(angle)
+        rot[:, 2, 1], rot[:, 2, 2] = np.sin(angle), np.cos(angle)
+        m = _YIQ2RGB_NP @ rot @ _RGB2YIQ_NP @ sat * (c * b[:, None, None])
+        gray = r[:, 1] < self.gray_p
+        m[gray] = _TO_GRAY_NP @ m[gray]
+        return m, (1 - c[:, 0, 0]) * b
 
     def __call__(
         self, x: torch.Tensor, blur_p: torch.Tensor, solarize_p: torch.Tensor
@@ -69,45 +92,33 @@ class ColourAugment:
             (V, 3, H, W) augmented views in [0, 1].
         """
         v, _, hh, ww = x.shape
-        w = _GRAY.to(x)
-        jitter = torch.rand(v) < self.jitter_p
-        ones = torch.ones(v)
-        b = torch.where(jitter, self._u(v, 1 - self.brightness, 1 + self.brightness), ones)
-        c = torch.where(jitter, self._u(v, 1 - self.contrast, 1 + self.contrast), ones)
-        s = torch.where(jitter, self._u(v, 1 - self.saturation, 1 + self.saturation), ones)
-        angle = 2 * math.pi * torch.where(jitter, self._u(v, -self.hue, self.hue), torch.zeros(v))
-        eye = torch.eye(3).expand(v, 3, 3)
-        to_gray = torch.ones(3, 1) @ _GRAY[None]  # (3, 3): every channel <- luma
-        sat = s.view(v, 1, 1) * eye + (1 - s).view(v, 1, 1) * to_gray
-        rot = torch.zeros(v, 3, 3)
-        rot[:, 0, 0] = 1
-        rot[:, 1, 1], rot[:, 1, 2] = torch.cos(angle), -torch.sin(angle)
-        rot[:, 2, 1], rot[:, 2, 2] = torch.sin(angle), torch.cos(angle)
-        m = _YIQ2RGB @ rot @ _RGB2YIQ @ sat * (c * b).view(v, 1, 1)
-        gray = torch.rand(v) < self.gray_p
-        m[gray] = to_gray @ m[gray]
+        # per view: jitter?, gray?, blur?, solarize?, brightness, contrast, saturation, hue, sigma
+        r = torch.rand(v, 9, dtype=torch.float64)
+        m, offset = self._matrices(r.numpy())
         # contrast blends towards the mean luma; hue, saturation and grayscale keep gray fixed
         flat = x.reshape(v, 3, hh * ww)
-        offset = (1 - c).to(x) * b.to(x) * (flat.mean(2) @ w)
-        x = torch.baddbmm(offset.view(v, 1, 1).expand(v, 3, 1), m.to(x), flat)
+        offset = torch.from_numpy(offset).to(x) * (flat.mean(2) @ _GRAY.to(x))
+        x = torch.baddbmm(offset.view(v, 1, 1).expand(v, 3, 1), torch.from_numpy(m).to(x), flat)
         x = x.clamp_(0, 1).reshape(v, 3, hh, ww)
-        blur = torch.rand(v) < blur_p
-        if blur.any():
-            x[blur] = self._blur(x[blur])
-        sol = torch.rand(v) < solarize_p
-        if sol.any():
-            xs = x[sol]
-            x[sol] = torch.where(xs >= 0.5, 1 - xs, xs)
+        blur = torch.nonzero(r[:, 2] < blur_p.double())[:, 0]
+        if len(blur):
+            sigma = self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * r[blur, 8]
+            x.index_copy_(0, blur, self._blur(x.index_select(0, blur), sigma.to(x)))
+        sol = torch.nonzero(r[:, 3] < solarize_p.double())[:, 0]
+        if len(sol):
+            xs = x.index_select(0, sol)
+            x.index_copy_(0, sol, torch.where(xs >= 0.5, 1 - xs, xs))
         return x.clamp_(0, 1)
 
-    def _blur(self, x: torch.Tensor) -> torch.Tensor:
+    def _blur(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         n, ch, hh, ww = x.shape
-        sigma = self._u(n, *self.blur_sigma).to(x)
         r = self.kernel_size // 2
         t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
         k = torch.exp(-(t[None] ** 2) / (2 * sigma[:, None] ** 2))
         k = (k / k.sum(1, keepdim=True)).repeat_interleave(ch, 0)  # (n*ch, K)
         y = F.pad(x.reshape(1, n * ch, hh, ww), (r, r, r, r), mode="reflect")
-        y = F.conv2d(y, k[:, None, None, :], groups=n * ch)
-        y = F.conv2d(y, k[:, None, :, None], groups=n * ch)
+        # depthwise convolutions run several times faster on channels-last tensors on CPU
+        y = y.contiguous(memory_format=torch.channels_last)
+        y = F.conv2d(y, k.view(n * ch, 1, 1, -1), groups=n * ch)
+        y = F.conv2d(y, k.view(n * ch, 1, -1, 1), groups=n * ch)
         return y.reshape(n, ch, hh, ww)

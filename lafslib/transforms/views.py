@@ -13,6 +13,7 @@ come first. :func:`collate_views` stacks a batch view by view.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ from torchvision.transforms import v2
 
 from lafslib.landmarks.grid import FLIP_5, grid_flip_index, landmark_grid
 from lafslib.landmarks.template import landmarks68_to_5, template_for_size
-from lafslib.layers.patch_sampling import patches_to_mosaic, sample_patches
+from lafslib.transforms.landmark import flip_landmarks, perturb_landmarks, subset_landmarks
 from lafslib.transforms.photometric import ColourAugment
 
 __all__ = ["LAFSViews", "MultiCropViews", "collate_views", "group_views"]
@@ -137,6 +138,8 @@ class LAFSViews:
         image_size: crop size (112).
         global_scale: RandomResizedCrop area range (0.4, 1).
         landmark_source: "sidecar" (sample landmarks) or "template".
+        grid_method: how 5 / 68 detected points become the N-point grid: "similarity" or
+            "tps" (thin-plate spline, :func:`lafslib.landmarks.grid.landmark_grid`).
     """
 
     def __init__(
@@ -150,6 +153,7 @@ class LAFSViews:
         image_size: int = 112,
         global_scale: Sequence[float] = (0.4, 1.0),
         landmark_source: str = "sidecar",
+        grid_method: str = "similarity",
     ) -> None:
         self.grid = int(round(num_landmarks**0.5))
         self.local_grid = int(round(local_landmarks**0.5))
@@ -162,6 +166,8 @@ class LAFSViews:
             raise ValueError(
                 f"landmark_source must be 'sidecar' or 'template' here, got {landmark_source!r}"
             )
+        if grid_method not in ("similarity", "tps"):
+            raise ValueError(f"grid_method must be 'similarity' or 'tps', got {grid_method!r}")
         self.global_views = global_views
         self.local_views = local_views
         self.num_landmarks = num_landmarks
@@ -171,8 +177,10 @@ class LAFSViews:
         self.size = image_size
         self.scale = tuple(global_scale)
         self.landmark_source = landmark_source
-        self.flip_grid = torch.from_numpy(grid_flip_index(self.grid).copy())
-        self.flip_5 = torch.from_numpy(FLIP_5.copy())
+        n = num_landmarks
+        # one flip map for the landmark grid and the 5 keypoints carried along
+        self.flip_all = np.concatenate([grid_flip_index(self.grid), n + FLIP_5])
+        self.grid_method = grid_method
         self.colour = ColourAugment()
         n_views = global_views + local_views
         self.blur_p = torch.tensor(
@@ -181,6 +189,13 @@ class LAFSViews:
         self.solarize_p = torch.tensor(
             [0.0, 0.2][:global_views] + [0.0] * max(global_views - 2, 0) + [0.0] * local_views
         )[:n_views]
+        self._pix = (np.arange(image_size) + 0.5) / image_size  # view pixel centres, [0, 1]
+        # offsets of a patch's pixels from its centre, in grid_sample units: (1, 1, p, 1, p, 2)
+        offs = (torch.arange(patch_size, dtype=torch.float32) - (patch_size - 1) / 2) * (
+            2 / image_size
+        )
+        dy, dx = torch.meshgrid(offs, offs, indexing="ij")
+        self._offsets = torch.stack([dx, dy], -1).view(1, 1, patch_size, 1, patch_size, 2)
 
     def _landmarks(self, sample: dict[str, Any], h: int) -> tuple[np.ndarray, np.ndarray]:
         pts = sample.get("landmarks")
@@ -191,50 +206,92 @@ class LAFSViews:
         five = landmarks68_to_5(pts) if len(pts) == 68 else pts
         if len(five) != 5:
             five = template_for_size(h)
-        return landmark_grid(pts, self.grid, h), five
+        return landmark_grid(pts, self.grid, h, method=self.grid_method), five
+
+    def _mosaics(self, images: torch.Tensor, centers: torch.Tensor, side: int) -> torch.Tensor:
+        """Patches at ``centers`` tiled into mosaics by one ``grid_sample`` in mosaic layout.
+
+        Equals ``patches_to_mosaic(sample_patches(images, centers, p), side)`` (bilinear, zero
+        padding) without the intermediate patch tensor.
+
+        Args:
+            images: (B, C, S, S) views.
+            centers: (B, side*side, 2) patch centres in [0, 1].
+
+        Returns:
+            (B, C, side*p, side*p) mosaics.
+        """
+        b, p = len(centers), self.patch_size
+        c = (centers * 2 - 1).view(b, side, 1, side, 1, 2)
+        grid = (c + self._offsets).view(b, side * p, side * p, 2)
+        return F.grid_sample(
+            images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+
+    def _crop_boxes(self, r: np.ndarray, h: int, w: int) -> np.ndarray:
+        """RandomResizedCrop boxes ``(top, left, height, width)`` from uniforms: (n, 4).
+
+        The distribution of torchvision's ``RandomResizedCrop.get_params`` (ratio 3/4-4/3, up
+        to 10 tries, then the whole image clipped to the ratio range), drawn for all views at
+        once from ``r`` (n, 22) uniforms.
+        """
+        lo, hi = math.log(3 / 4), math.log(4 / 3)
+        area = h * w * (self.scale[0] + (self.scale[1] - self.scale[0]) * r[:, :10])
+        ratio = np.exp(lo + (hi - lo) * r[:, 10:20])
+        cw = np.round(np.sqrt(area * ratio))
+        ch = np.round(np.sqrt(area / ratio))
+        ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+        rows = np.arange(len(r))
+        first = ok.argmax(1)  # first accepted try
+        cw, ch = cw[rows, first], ch[rows, first]
+        top = np.floor(r[:, 20] * (h - ch + 1))
+        left = np.floor(r[:, 21] * (w - cw + 1))
+        bad = ~ok.any(1)
+        if bad.any():
+            in_ratio = w / h
+            cw[bad] = w if in_ratio <= 4 / 3 else round(h * 4 / 3)
+            ch[bad] = h if in_ratio >= 3 / 4 else round(w * 4 / 3)
+            top[bad], left[bad] = (h - ch[bad]) // 2, (w - cw[bad]) // 2
+        return np.stack([top, left, ch, cw], 1)
 
     def __call__(self, sample: dict[str, Any]) -> list[dict[str, Any]]:
         """Views of ``sample["image"]`` (uint8 HxWx3) with its landmarks."""
         img = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
         h, w = img.shape[-2:]
         grid_pts, five = self._landmarks(sample, h)
-        pts = torch.from_numpy(np.concatenate([grid_pts, five])).float()
-        s = self.size
+        s, n = self.size, self.num_landmarks
         n_views = self.global_views + self.local_views
-        thetas, moved = torch.zeros(n_views, 2, 3), []
-        for v in range(n_views):
-            i, j, ch, cw = v2.RandomResizedCrop.get_params(img, self.scale, (3 / 4, 4 / 3))
-            p = (pts - torch.tensor([j, i])) * torch.tensor([s / cw, s / ch])
-            sx = cw / w
-            if torch.rand(()) < 0.5:
-                sx = -sx
-                p = torch.cat(
-                    [p[: self.num_landmarks][self.flip_grid], p[self.num_landmarks :][self.flip_5]]
-                )
-                p[:, 0] = s - p[:, 0]
-            thetas[v, 0, 0], thetas[v, 0, 2] = sx, (2 * j + cw) / w - 1
-            thetas[v, 1, 1], thetas[v, 1, 2] = ch / h, (2 * i + ch) / h - 1
-            moved.append(p)
-        # every crop (resize + flip) of the image in one bilinear grid_sample
-        grid = F.affine_grid(thetas, [n_views, 3, s, s], align_corners=False)
+        r = torch.rand(n_views, 23, dtype=torch.float64).numpy()  # crops (22) and flips (1)
+        top, left, ch, cw = self._crop_boxes(r, h, w).T
+        flip = r[:, 22] < 0.5
+        # landmarks move with the crop (pixels of the s x s view), then with the flip
+        pts = np.concatenate([grid_pts, five])
+        scale = np.stack([s / cw, s / ch], 1)[:, None]
+        moved = (pts - np.stack([left, top], 1)[:, None]) * scale  # (V, P, 2)
+        moved[flip] = flip_landmarks(moved[flip], s, self.flip_all)
+        moved_t = torch.from_numpy(moved.astype(np.float32))
+        # every crop + resize + flip in one bilinear grid_sample; the sampling grid is separable:
+        # view pixel centre u + 0.5 <- source x = left + (u + 0.5) cw / s (flipped: mirrored)
+        u = self._pix
+        fx = np.where(flip[:, None], 1 - u, u)
+        gx = torch.from_numpy(((left[:, None] + fx * cw[:, None]) * (2 / w) - 1).astype(np.float32))
+        gy = torch.from_numpy(((top[:, None] + u * ch[:, None]) * (2 / h) - 1).astype(np.float32))
+        grid = torch.stack(
+            [gx[:, None, :].expand(-1, s, -1), gy[:, :, None].expand(-1, -1, s)], dim=-1
+        )
         src = img.float().div_(255.0).expand(n_views, -1, -1, -1)
         crops = F.grid_sample(
             src, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
         images = self.colour(crops, self.blur_p, self.solarize_p).mul_(2.0).sub_(1.0)
-        moved_t = torch.stack(moved)
-        centers = moved_t[:, : self.num_landmarks]
-        keypoints = (moved_t[:, self.num_landmarks :] / s).clamp(0, 1)
-        centers = (centers + self.sigma * torch.randn_like(centers)).clamp(0, s) / s
+        keypoints = (moved_t[:, n:] / s).clamp_(0, 1)
+        centers = perturb_landmarks(moved_t[:, :n], self.sigma, s).div_(s)
         g = self.global_views
         global_centers = centers[:g]
-        local_idx = torch.randint(self.num_landmarks, (self.local_views, self.local_landmarks))
-        local_centers = torch.gather(centers[g:], 1, local_idx[..., None].expand(-1, -1, 2))
+        local_centers, _ = subset_landmarks(centers[g:], self.local_landmarks)
         views = []
         if g:
-            mosaics = patches_to_mosaic(
-                sample_patches(images[:g], global_centers, self.patch_size), self.grid
-            )
+            mosaics = self._mosaics(images[:g], global_centers, self.grid)
             views += [
                 {
                     "image": mosaics[v],
@@ -245,9 +302,7 @@ class LAFSViews:
                 for v in range(g)
             ]
         if self.local_views:
-            mosaics = patches_to_mosaic(
-                sample_patches(images[g:], local_centers, self.patch_size), self.local_grid
-            )
+            mosaics = self._mosaics(images[g:], local_centers, self.local_grid)
             views += [
                 {
                     "image": mosaics[v],

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from lafslib.data.synthetic import render_face
-from lafslib.landmarks.grid import FLIP_68, landmark_grid, template_grid
+from lafslib.landmarks.grid import FLIP_68, _similarity_2d, landmark_grid, template_grid
 from lafslib.landmarks.mean_shape import MEAN_SHAPE_68_112
 from lafslib.landmarks.template import (
     ARCFACE_TEMPLATE_112,
     landmarks68_to_5,
+    similarity_transform,
     transform_points,
 )
 from lafslib.landmarks.tps import fit_tps
@@ -69,6 +70,15 @@ def test_tps_landmark_grid() -> None:
     assert tps.shape == (196, 2) and 0.1 < np.abs(tps - sim).mean() < 8
     with pytest.raises(ValueError, match="method"):
         landmark_grid(lm, method="bogus")
+
+
+def test_closed_form_similarity_equals_umeyama() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        src, dst = rng.normal(size=(5, 2)) * 30, rng.normal(size=(5, 2)) * 30
+        np.testing.assert_allclose(
+            _similarity_2d(src, dst), similarity_transform(src, dst), atol=1e-9
+        )
 
 
 def test_mean_shape_is_aligned_and_symmetric() -> None:

@@ -74,3 +74,42 @@ def test_multicrop_and_grouping() -> None:
     assert [idx for idx, _ in groups] == [[0, 1], list(range(2, 10))]
     assert groups[1][1]["image"].shape == (24, 3, 48, 48)
     np.testing.assert_allclose(views[2]["token_centers"][0, 0].numpy(), [1 / 12, 1 / 12])
+
+
+def test_mosaics_equal_sampled_patches() -> None:
+    from lafslib.layers.patch_sampling import patches_to_mosaic, sample_patches
+
+    views = LAFSViews()
+    images = torch.rand(3, 3, 112, 112)
+    centers = torch.rand(3, 36, 2) * 1.1 - 0.05  # some patches reach past the border
+    torch.testing.assert_close(
+        views._mosaics(images, centers, 6),
+        patches_to_mosaic(sample_patches(images, centers, 8), 6),
+        atol=1e-4,
+        rtol=0,
+    )
+
+
+def test_crop_boxes_follow_random_resized_crop() -> None:
+    """The vectorised crop boxes have torchvision's RandomResizedCrop distribution."""
+    from torchvision.transforms import v2
+
+    views = LAFSViews(global_scale=(0.4, 1.0))
+    torch.manual_seed(0)
+    boxes = views._crop_boxes(torch.rand(4000, 22, dtype=torch.float64).numpy(), 112, 96)
+    top, left, h, w = boxes.T
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 112).all()
+    assert (left + w <= 96).all() and (boxes == boxes.round()).all()
+    img = torch.zeros(3, 112, 96)
+    ref = np.array(
+        [v2.RandomResizedCrop.get_params(img, [0.4, 1.0], [3 / 4, 4 / 3]) for _ in range(4000)],
+        dtype=np.float64,
+    )
+    for ours, theirs in (
+        (h * w, ref[:, 2] * ref[:, 3]),
+        (w / h, ref[:, 3] / ref[:, 2]),
+        (top / (113 - h), ref[:, 0] / (113 - ref[:, 2])),
+        (left / (97 - w), ref[:, 1] / (97 - ref[:, 3])),
+    ):
+        assert abs(ours.mean() - theirs.mean()) < 0.03 * abs(theirs.mean()) + 0.01
+        assert abs(ours.std() - theirs.std()) < 0.05 * theirs.std() + 0.01
