@@ -99,6 +99,7 @@ class ViewsConfig:
     kind: Literal["lafs", "multicrop"] = "lafs"
     landmark_source: Literal["sidecar", "template", "net"] = "sidecar"
     landmark_net: str | None = None  # exported landmark CNN for landmark_source=net
+    landmark_grid: Literal["similarity", "tps"] = "similarity"  # 5/68 points -> N-point grid
     global_views: int = 2
     local_views: int = 8
     num_landmarks: int = 196

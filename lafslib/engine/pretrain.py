@@ -103,6 +103,7 @@ def build_views(v: ViewsConfig) -> Any:
         image_size=v.image_size,
         global_scale=v.global_scale,
         landmark_source=v.landmark_source,
+        grid_method=v.landmark_grid,
     )
 
 
