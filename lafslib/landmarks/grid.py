@@ -10,6 +10,8 @@ so the grid also follows non-rigid differences (face width, mouth opening, pose)
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from lafslib.landmarks.mean_shape import MEAN_SHAPE_68_112
@@ -37,6 +39,13 @@ def template_grid(grid: int = 14, size: int = 112) -> np.ndarray:
     c = (np.arange(grid) + 0.5) * size / grid
     yy, xx = np.meshgrid(c, c, indexing="ij")
     return np.stack([xx.reshape(-1), yy.reshape(-1)], axis=1)
+
+
+@functools.lru_cache(maxsize=16)
+def _template_grid_cached(grid: int, size: int) -> np.ndarray:
+    out = template_grid(grid, size)
+    out.flags.writeable = False
+    return out
 
 
 def landmark_grid(
@@ -70,11 +79,11 @@ def landmark_grid(
     if method == "tps":
         src = MEAN_SHAPE_68_112 if len(landmarks) == 68 else template_for_size(112)
         tps = fit_tps(src * (size / 112.0), landmarks, regularization)
-        return tps(template_grid(grid, size))
+        return tps(_template_grid_cached(grid, size))
     if len(landmarks) == 68:
         landmarks = landmarks68_to_5(landmarks)
     return transform_points(
-        template_grid(grid, size), _similarity_2d(template_for_size(size), landmarks)
+        _template_grid_cached(grid, size), _similarity_2d(template_for_size(size), landmarks)
     )
 
 

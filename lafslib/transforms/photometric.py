@@ -81,15 +81,21 @@ class ColourAugment:
         return m, (1 - c[:, 0, 0]) * b
 
     def __call__(
-        self, x: torch.Tensor, blur_p: torch.Tensor, solarize_p: torch.Tensor
+        self,
+        x: torch.Tensor,
+        blur_p: torch.Tensor,
+        solarize_p: torch.Tensor,
+        signed: bool = False,
     ) -> torch.Tensor:
         """Args:
             x: (V, 3, H, W) views in [0, 1].
             blur_p: (V,) probability of blur per view.
             solarize_p: (V,) probability of solarisation per view.
+            signed: return ``2 y - 1`` in [-1, 1] instead of ``y`` in [0, 1] (folded into the
+                colour map, so it costs no extra pass over the pixels).
 
         Returns:
-            (V, 3, H, W) augmented views in [0, 1].
+            (V, 3, H, W) augmented views in [0, 1] (or [-1, 1] when ``signed``).
         """
         v, _, hh, ww = x.shape
         # per view: jitter?, gray?, blur?, solarize?, brightness, contrast, saturation, hue, sigma
@@ -98,8 +104,14 @@ class ColourAugment:
         # contrast blends towards the mean luma; hue, saturation and grayscale keep gray fixed
         flat = x.reshape(v, 3, hh * ww)
         offset = torch.from_numpy(offset).to(x) * (flat.mean(2) @ _GRAY.to(x))
-        x = torch.baddbmm(offset.view(v, 1, 1).expand(v, 3, 1), torch.from_numpy(m).to(x), flat)
-        x = x.clamp_(0, 1).reshape(v, 3, hh, ww)
+        m = torch.from_numpy(m).to(x)
+        # in signed mode every step runs on y' = 2 y - 1: blur is affine-equivariant, the
+        # clamps become [-1, 1] and solarisation (y >= 0.5 -> 1 - y) becomes y' >= 0 -> -y'
+        lo, mid = (-1.0, 0.0) if signed else (0.0, 0.5)
+        if signed:
+            m, offset = 2 * m, 2 * offset - 1
+        x = torch.baddbmm(offset.view(v, 1, 1).expand(v, 3, 1), m, flat)
+        x = x.clamp_(lo, 1).reshape(v, 3, hh, ww)
         blur = torch.nonzero(r[:, 2] < blur_p.double())[:, 0]
         if len(blur):
             sigma = self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * r[blur, 8]
@@ -107,8 +119,8 @@ class ColourAugment:
         sol = torch.nonzero(r[:, 3] < solarize_p.double())[:, 0]
         if len(sol):
             xs = x.index_select(0, sol)
-            x.index_copy_(0, sol, torch.where(xs >= 0.5, 1 - xs, xs))
-        return x.clamp_(0, 1)
+            x.index_copy_(0, sol, torch.where(xs >= mid, 2 * mid - xs, xs))
+        return x.clamp_(lo, 1)
 
     def _blur(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         n, ch, hh, ww = x.shape

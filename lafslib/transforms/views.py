@@ -283,34 +283,25 @@ class LAFSViews:
         crops = F.grid_sample(
             src, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
-        images = self.colour(crops, self.blur_p, self.solarize_p).mul_(2.0).sub_(1.0)
+        images = self.colour(crops, self.blur_p, self.solarize_p, signed=True)
         keypoints = (moved_t[:, n:] / s).clamp_(0, 1)
         centers = perturb_landmarks(moved_t[:, :n], self.sigma, s).div_(s)
         g = self.global_views
         global_centers = centers[:g]
         local_centers, _ = subset_landmarks(centers[g:], self.local_landmarks)
+        kps = keypoints.unbind(0)
         views = []
         if g:
-            mosaics = self._mosaics(images[:g], global_centers, self.grid)
+            mosaics = self._mosaics(images[:g], global_centers, self.grid).unbind(0)
             views += [
-                {
-                    "image": mosaics[v],
-                    "token_centers": global_centers[v],
-                    "keypoints": keypoints[v],
-                    "is_global": True,
-                }
-                for v in range(g)
+                {"image": im, "token_centers": c, "keypoints": kp, "is_global": True}
+                for im, c, kp in zip(mosaics, global_centers.unbind(0), kps[:g])
             ]
         if self.local_views:
-            mosaics = self._mosaics(images[g:], local_centers, self.local_grid)
+            mosaics = self._mosaics(images[g:], local_centers, self.local_grid).unbind(0)
             views += [
-                {
-                    "image": mosaics[v],
-                    "token_centers": local_centers[v],
-                    "keypoints": keypoints[g + v],
-                    "is_global": False,
-                }
-                for v in range(self.local_views)
+                {"image": im, "token_centers": c, "keypoints": kp, "is_global": False}
+                for im, c, kp in zip(mosaics, local_centers.unbind(0), kps[g:])
             ]
         return views
 

@@ -60,3 +60,14 @@ def test_blur_and_solarize() -> None:
     z = aug(torch.full((2, 3, 4, 4), 0.8), _none(2), torch.tensor([1.0, 0.0]))
     torch.testing.assert_close(z[0], torch.full((3, 4, 4), 0.2))
     torch.testing.assert_close(z[1], torch.full((3, 4, 4), 0.8))
+
+
+def test_signed_output_is_the_same_augmentation() -> None:
+    x = torch.rand(6, 3, 16, 16)
+    p = torch.full((6,), 0.5)
+    aug = ColourAugment()
+    torch.manual_seed(4)
+    a = aug(x.clone(), p, p)
+    torch.manual_seed(4)
+    b = aug(x.clone(), p, p, signed=True)
+    torch.testing.assert_close(b, 2 * a - 1, atol=1e-5, rtol=0)

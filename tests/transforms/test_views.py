@@ -30,7 +30,7 @@ def test_patches_sit_at_the_landmarks() -> None:
     """Without augmentation, each mosaic tile is the image patch around its landmark."""
     sample = render_face(0, 0)
     views = LAFSViews(global_views=1, local_views=0, sigma=0.0, global_scale=(1.0, 1.0))
-    views.colour = lambda x, blur_p, solarize_p: x
+    views.colour = lambda x, blur_p, solarize_p, signed=False: 2 * x - 1 if signed else x
     torch.manual_seed(3)
     v = views(sample)[0]
     img = torch.from_numpy(sample["image"]).permute(2, 0, 1).float() / 127.5 - 1
