@@ -364,7 +364,8 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
 
     use_kp = _needs_keypoints(model)
     logger.print(
-        f"finetuning {cfg.model.name} ({cfg.adapter.mode}, {cfg.loss.name}) on {len(dataset)} "
+        f"finetuning {cfg.model.name} ({cfg.adapter.mode}, {cfg.loss.name}) from "
+        f"{cfg.init or 'scratch'} on {len(dataset)} "
         f"images of {num_classes} identities: {last_step} steps, world size {info.world_size}, "
         f"device {device}, run dir {run_dir}"
     )
