@@ -476,7 +476,12 @@ def _run_show_views(args: argparse.Namespace) -> int:
         from lafslib.landmarks.template import template_for_size
 
         five = sample.get("landmarks", template_for_size(sample["image"].shape[0]))
-        points = landmark_grid(five, int(views_cfg.num_landmarks**0.5), sample["image"].shape[0])
+        points = landmark_grid(
+            five,
+            int(views_cfg.num_landmarks**0.5),
+            sample["image"].shape[0],
+            method=views_cfg.landmark_grid,
+        )
     grid = views_grid(sample, views, points)
     Image.fromarray(grid).save(args.out)
     source = "sidecar" if "landmarks" in sample else "template"
