@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/study_cpu_small.py [--out runs/study] [--scale 1.0]
 
-Arms, all with the same narrow 4-block ViT (recipes/study/*.yaml), on 2 CPU cores:
+Arms, all with the same narrow 4-block ViT of the cpu_small recipes (recipes/pretrain/cpu_small.yaml,
+cpu_small_dino.yaml, recipes/finetune/cpu_small_arcface.yaml), on 2 CPU cores:
   (a) LAFS pretraining on ../shared/data/celeba-112 as unlabelled data (landmark views), then
       ArcFace finetuning on its identity labels;
   (b) the same finetuning from scratch, given the same total wall time as (a) (pretraining +
@@ -33,7 +34,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT, SHARED_DATA, markdown_table, write_result  # noqa: E402
 
-RECIPES = ROOT / "recipes" / "study"
+RECIPES = ROOT / "recipes"
+LAFS_RECIPE = RECIPES / "pretrain" / "cpu_small.yaml"
+DINO_RECIPE = RECIPES / "pretrain" / "cpu_small_dino.yaml"
+FINETUNE_RECIPE = RECIPES / "finetune" / "cpu_small_arcface.yaml"
 PRETRAIN_EPOCHS = 3
 FINETUNE_EPOCHS = 3
 FEW_SHOT_STEPS = 60
@@ -128,7 +132,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     celeba = SHARED_DATA / "celeba-112" / "images"
     lfw = args.lfw
-    limit = [f"data.max_images={args.max_images}"] if args.max_images else []
+    limit = [f"data.max_images={args.max_images or 'null'}"]
     for need in (celeba, lfw):
         if not need.exists():
             raise SystemExit(f"study: {need} not found (put ../shared beside the repository)")
@@ -143,11 +147,11 @@ def main() -> None:
     # pretraining arms
     exports: dict[str, Path | None] = {"scratch": None}
     pre_runs = {}
-    for arm, recipe in (("LAFS", "lafs_pretrain.yaml"), ("DINO random-crop", "dino_pretrain.yaml")):
+    for arm, recipe in (("LAFS", LAFS_RECIPE), ("DINO random-crop", DINO_RECIPE)):
         run = out / f"pretrain_{arm.split()[0].lower()}"
         timings[f"pretrain {arm}"] = lafs(
             "pretrain",
-            str(RECIPES / recipe),
+            str(recipe),
             *sets(f"run.output_dir={run}", f"optim.epochs={pre_epochs}", *limit),
         )
         lafs("export", str(run))
@@ -166,7 +170,7 @@ def main() -> None:
         init = ["--init", str(exports[arm])] if exports[arm] else []
         timings[f"finetune {arm}"] = lafs(
             "finetune",
-            str(RECIPES / "arcface_finetune.yaml"),
+            str(FINETUNE_RECIPE),
             *init,
             *sets(f"run.output_dir={run}", f"optim.epochs={epochs}", *ft_common),
         )
@@ -191,12 +195,13 @@ def main() -> None:
             init = ["--init", str(exports[arm])] if exports[arm] else []
             t = lafs(
                 "finetune",
-                str(RECIPES / "arcface_finetune.yaml"),
+                str(FINETUNE_RECIPE),
                 *init,
                 *sets(
                     f"run.output_dir={run}",
                     f"optim.epochs={epochs}",
                     f"data.images_per_identity={k}",
+                    "eval.bins=[]",
                 ),
             )
             r = evaluate(run / "export", lfw, out / f"eval_{run.name}")
