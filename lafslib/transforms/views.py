@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from lafslib.landmarks.grid import FLIP_5, grid_flip_index, landmark_grid
@@ -79,38 +80,56 @@ class MultiCropViews:
             image_size, scale=tuple(global_scale), antialias=True
         )
         self.local_crop = v2.RandomResizedCrop(local_size, scale=tuple(local_scale), antialias=True)
-        self.flip = v2.RandomHorizontalFlip()
         self.global_colour = [_photometric(1.0, 0.0), _photometric(0.1, 0.2)]
         self.local_colour = _photometric(0.5, 0.0)
         self.global_centers = _grid_centers(image_size // patch_size)
         self.local_centers = _grid_centers(local_size // patch_size)
 
-    def _view(self, img: torch.Tensor, crop: v2.Transform, colour: v2.Compose) -> torch.Tensor:
-        x = colour(self.flip(crop(img)))
-        return x.float().div_(127.5).sub_(1.0)
+    def _view(
+        self, img: torch.Tensor, five: torch.Tensor, crop: v2.Transform, colour: v2.Compose
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One crop + flip + colour view and its 5 keypoints moved with the pixels, in [0, 1]."""
+        x, kp = crop(img, tv_tensors.KeyPoints(five, canvas_size=tuple(img.shape[-2:])))
+        kp = kp.as_subclass(torch.Tensor)
+        if torch.rand(()) < 0.5:
+            x = x.flip(-1)
+            kp = kp[FLIP_5]
+            kp[:, 0] = x.shape[-1] - kp[:, 0]
+        x = colour(x).float().div_(127.5).sub_(1.0)
+        return x, (kp / x.shape[-1]).clamp_(0.0, 1.0)
 
     def __call__(self, sample: dict[str, Any]) -> list[dict[str, Any]]:
-        """Views of ``sample["image"]`` (uint8 HxWx3 RGB)."""
+        """Views of ``sample["image"]`` (uint8 HxWx3 RGB), each with the 5 keypoints of
+        ``sample["landmarks"]`` (5 or 68 points; the template when absent) for KP-RPE models."""
         img = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
+        five = _five_points(sample.get("landmarks"), img.shape[-1])
         views = []
-        for i in range(self.global_views):
-            colour = self.global_colour[min(i, 1)]
+        for i in range(self.global_views + self.local_views):
+            is_global = i < self.global_views
+            if is_global:
+                crop, colour = self.global_crop, self.global_colour[min(i, 1)]
+            else:
+                crop, colour = self.local_crop, self.local_colour
+            x, kp = self._view(img, five, crop, colour)
             views.append(
                 {
-                    "image": self._view(img, self.global_crop, colour),
-                    "token_centers": self.global_centers,
-                    "is_global": True,
-                }
-            )
-        for _ in range(self.local_views):
-            views.append(
-                {
-                    "image": self._view(img, self.local_crop, self.local_colour),
-                    "token_centers": self.local_centers,
-                    "is_global": False,
+                    "image": x,
+                    "token_centers": self.global_centers if is_global else self.local_centers,
+                    "keypoints": kp,
+                    "is_global": is_global,
                 }
             )
         return views
+
+
+def _five_points(landmarks: np.ndarray | None, size: int) -> torch.Tensor:
+    """ArcFace-order 5 points (pixels) from 5 or 68 landmarks, else the template."""
+    pts = None if landmarks is None else np.asarray(landmarks, dtype=np.float64)
+    if pts is not None and len(pts) == 68:
+        pts = landmarks68_to_5(pts)
+    if pts is None or len(pts) != 5:
+        pts = template_for_size(size)
+    return torch.as_tensor(pts, dtype=torch.float32)
 
 
 class LAFSViews:

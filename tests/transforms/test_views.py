@@ -113,3 +113,33 @@ def test_crop_boxes_follow_random_resized_crop() -> None:
     ):
         assert abs(ours.mean() - theirs.mean()) < 0.03 * abs(theirs.mean()) + 0.01
         assert abs(ours.std() - theirs.std()) < 0.05 * theirs.std() + 0.01
+
+
+def test_multicrop_keypoints_move_with_the_pixels() -> None:
+    from torchvision.transforms import v2
+
+    s = render_face(3, 1)
+    x0, y0 = s["landmarks5"][0]  # the image-left eye: one bright dot on black
+    image = np.zeros_like(s["image"])
+    image[int(y0) - 1 : int(y0) + 2, int(x0) - 1 : int(x0) + 2] = 255
+    views_fn = MultiCropViews(local_scale=(0.3, 0.6))
+    views_fn.global_colour = [v2.Identity(), v2.Identity()]
+    views_fn.local_colour = v2.Identity()
+    flipped = 0
+    torch.manual_seed(0)
+    for _ in range(8):
+        for view in views_fn({"image": image, "landmarks": s["landmarks5"]}):
+            img = (view["image"].mean(0) + 1) / 2
+            if img.max() < 0.2:  # the dot fell outside this crop
+                continue
+            w = img.clamp_min(0.2 * img.max()) - 0.2 * img.max()
+            ys, xs = torch.meshgrid(
+                torch.arange(img.shape[0]) + 0.5, torch.arange(img.shape[1]) + 0.5, indexing="ij"
+            )
+            dot = torch.stack([(w * xs).sum(), (w * ys).sum()]) / w.sum() / img.shape[-1]
+            kp = view["keypoints"]
+            assert kp[0, 0] < kp[1, 0]  # after a flip the other eye becomes point 0
+            dist = (kp[:2] - dot).norm(dim=1) * img.shape[-1]
+            assert dist.min() < 1.0, dist
+            flipped += int(dist[1] < dist[0])
+    assert flipped > 0
