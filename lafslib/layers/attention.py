@@ -2,7 +2,9 @@
 
 The fused path calls :func:`torch.nn.functional.scaled_dot_product_attention` with the bias as
 ``attn_mask``; the manual path computes the softmax explicitly and can return the attention maps
-(for visualisation). Both give the same output.
+(for visualisation). Both give the same output. A bias that needs a gradient on CPU takes the
+manual path: SDPA's CPU kernels do not differentiate ``attn_mask`` and its math fallback costs
+more than the manual path.
 
 Example:
     >>> attn = Attention(dim=64, num_heads=4)
@@ -78,14 +80,19 @@ class Attention(nn.Module):
         # (B, N, 3 * H * d) -> 3 x (B, H, N, d)
         q, k, v = rearrange(self.qkv(x), "b n (t h d) -> t b h n d", t=3, h=self.num_heads)
         maps = None
-        if self.fused_attn and not (self.keep_attention or return_attention):
+        fused = self.fused_attn and not (self.keep_attention or return_attention)
+        if fused and bias is not None and bias.requires_grad and q.device.type == "cpu":
+            # SDPA's CPU kernels give no gradient to attn_mask; its math fallback is slower
+            # than the manual path below (same result)
+            fused = False
+        if fused:
             if bias is not None:
                 bias = bias.to(q.dtype)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         else:
             logits = (q * self.scale) @ k.transpose(-2, -1)
             if bias is not None:
-                logits = logits + bias
+                logits = logits.add_(bias)  # in place: the matmul output is not saved
             maps = logits.softmax(dim=-1)
             if self.keep_attention:
                 self.last_attention = maps.detach()

@@ -116,14 +116,23 @@ def test_fused_and_manual_attention_agree_with_a_bias() -> None:
     attn = Attention(32, 4, qkv_bias=False)
     x = torch.randn(3, 10, 32)
     bias = torch.randn(3, 4, 10, 10, requires_grad=True)
-    fused = attn(x, bias)
-    (g_fused,) = torch.autograd.grad(fused.square().sum(), bias)
+    with torch.no_grad():
+        fused = attn(x, bias)  # SDPA with the bias as attn_mask
     manual, maps = attn(x, bias, return_attention=True)
-    (g_manual,) = torch.autograd.grad(manual.square().sum(), bias)
     torch.testing.assert_close(manual, fused, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(g_manual, g_fused, atol=1e-5, rtol=1e-5)
     assert maps.shape == (3, 4, 10, 10)
     torch.testing.assert_close(maps.sum(-1), torch.ones(3, 4, 10))
+    # training on CPU (bias needs a gradient) takes the manual path; gradients match SDPA's
+    (g_train,) = torch.autograd.grad(attn(x, bias).square().sum(), bias)
+    q, k, v = attn.qkv(x).view(3, 10, 3, 4, 8).permute(2, 0, 3, 1, 4)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    ref = attn.proj(ref.transpose(1, 2).reshape(3, 10, 32))
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), bias)
+    torch.testing.assert_close(g_train, g_ref, atol=1e-5, rtol=1e-5)
+    for broadcast in (bias[:, :1], bias[:1]):  # shared heads / batch broadcast
+        torch.testing.assert_close(
+            attn(x, broadcast), attn(x, broadcast.detach()), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_input_checks() -> None:
