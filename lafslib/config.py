@@ -98,7 +98,7 @@ class ViewsConfig:
 
     kind: Literal["lafs", "multicrop"] = "lafs"
     landmark_source: Literal["sidecar", "template", "net"] = "sidecar"
-    landmark_net: str | None = None  # exported landmark CNN for landmark_source=net
+    landmark_net: str | None = None  # Part fViT export whose landmark CNN gives the landmarks
     landmark_grid: Literal["similarity", "tps"] = "similarity"  # 5/68 points -> N-point grid
     global_views: int = 2
     local_views: int = 8
@@ -175,6 +175,7 @@ class PretrainConfig:
     """Self-supervised DINO / LAFS pretraining recipe."""
 
     task: Literal["pretrain"] = "pretrain"
+    init: str | None = None  # exported backbone to start student and teacher from
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)

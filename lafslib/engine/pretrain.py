@@ -60,23 +60,62 @@ class SeededViews(Dataset):
 
 
 class SSLNetwork(nn.Module):
-    """Backbone + DINO head applied to a list of views, one backbone pass per token count."""
+    """Backbone + DINO head applied to a list of views, one backbone pass per token count.
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    With ``mosaic_views`` (LAFS views: patches already sampled at the landmarks), a backbone
+    that samples its own patches (Part fViT) runs its transformer on the mosaics; on whole-image
+    views (multi-crop) it predicts its landmarks itself.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, mosaic_views: bool = True) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.mosaic_views = mosaic_views
 
     def forward(self, views: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
         """Head outputs, one (B, out_dim) tensor per view, in view order."""
         outputs: list[torch.Tensor] = [torch.empty(0)] * len(views)
+        samples_patches = hasattr(self.backbone, "landmark_net")
+        encoder = self.backbone.vit if samples_patches and self.mosaic_views else self.backbone
         for indices, merged in group_views(views):
-            feats = self.backbone.forward_ssl(
-                merged["image"], merged.get("keypoints"), merged.get("token_centers")
+            centers = (
+                None if samples_patches and not self.mosaic_views else merged.get("token_centers")
             )
+            feats = encoder.forward_ssl(merged["image"], merged.get("keypoints"), centers)
             for i, chunk in zip(indices, self.head(feats).chunk(len(indices))):
                 outputs[i] = chunk
         return outputs
+
+
+def net_landmarks(cfg: PretrainConfig, run_dir: Path, info: DistInfo, logger: RunLogger) -> Path:
+    """``views.landmark_source: net``: the landmarks of a learned landmark CNN (the one of an
+    exported Part fViT, e.g. LAFS stage 1) for every training image, predicted once on the
+    aligned face into ``RUN/landmarks_net.npz`` and then moved with each view's crop and flip
+    like any sidecar landmarks."""
+    from lafslib.config import ConfigError
+    from lafslib.engine.distributed import barrier
+    from lafslib.landmarks.annotate import annotate_dataset
+    from lafslib.landmarks.detectors import LearnedLandmarkDetector
+
+    v = cfg.views
+    if not v.landmark_net:
+        raise ConfigError(
+            "views.landmark_source=net needs views.landmark_net: the export of a Part fViT "
+            "whose landmark CNN predicts the landmarks (recipes/finetune/partfvit_stage1_*.yaml)"
+        )
+    out = run_dir / "landmarks_net.npz"
+    if info.is_main and not out.is_file():
+        detector = LearnedLandmarkDetector(v.landmark_net, device=str(info.device))
+        if detector.num_points != v.num_landmarks:
+            raise ConfigError(
+                f"views.num_landmarks is {v.num_landmarks} but the landmark CNN of "
+                f"{v.landmark_net} predicts {detector.num_points} landmarks"
+            )
+        logger.print(f"predicting {detector.num_points} landmarks per image with {v.landmark_net}")
+        annotate_dataset(cfg.data.train, out, detector, points="native")
+    barrier()
+    return out
 
 
 def build_views(v: ViewsConfig) -> Any:
@@ -102,7 +141,7 @@ def build_views(v: ViewsConfig) -> Any:
         sigma=v.sigma,
         image_size=v.image_size,
         global_scale=v.global_scale,
-        landmark_source=v.landmark_source,
+        landmark_source="sidecar" if v.landmark_source == "net" else v.landmark_source,
         grid_method=v.landmark_grid,
     )
 
@@ -207,10 +246,13 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
 
     views = build_views(cfg.views)
     d = cfg.data
+    landmarks = d.landmarks if d.landmarks is not None else "auto"
+    if cfg.views.kind == "lafs" and cfg.views.landmark_source == "net":
+        landmarks = net_landmarks(cfg, run_dir, info, logger)
     dataset = open_dataset(
         d.train,
         labelled=False,
-        landmarks=d.landmarks if d.landmarks is not None else "auto",
+        landmarks=landmarks,
         transform=views,
         synthetic_identities=d.synthetic_identities,
         synthetic_per_identity=d.synthetic_per_identity,
@@ -245,7 +287,12 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
         h.use_bn,
         h.norm_last_layer,
     )
-    student = SSLNetwork(backbone, head).to(device)
+    if cfg.init:
+        from safetensors.torch import load_file
+
+        backbone.load_state_dict(load_file(str(Path(cfg.init) / "model.safetensors")), strict=True)
+        logger.print(f"student and teacher start from {cfg.init}")
+    student = SSLNetwork(backbone, head, mosaic_views=cfg.views.kind == "lafs").to(device)
     teacher = copy.deepcopy(student)
     for p in teacher.parameters():
         p.requires_grad_(False)

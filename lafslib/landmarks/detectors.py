@@ -361,18 +361,22 @@ class LearnedLandmarkDetector(FaceDetector):
         self.num_points = int(net.num_landmarks)
 
     def detect(self, image: np.ndarray, key: str | int | None = None) -> list[Face]:
+        return [self.detect_batch([image])[0]]
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[Face]:
+        """One face per image (the whole crop), predicted in one batched pass; images of the
+        same size (aligned crops)."""
         import torch
         import torch.nn.functional as F
 
-        h, w = image.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        h, w = images[0].shape[:2]
+        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
         if (h, w) != tuple(self._size):
             x = F.interpolate(x, size=self._size, mode="bilinear", align_corners=False)
         x = (x - self._mean) / self._std
         with torch.no_grad():
-            pts = self._net(x.to(self._device))[0].cpu().double().numpy()
-        pts = pts * np.array([w, h])
-        return [Face(_full_box(image), 1.0, pts, "learned")]
+            pts = self._net(x.to(self._device)).cpu().double().numpy()
+        return [Face(_full_box(images[0]), 1.0, p * np.array([w, h]), "learned") for p in pts]
 
 
 DETECTORS = ("dlib", "dlib-cnn", "dlib5", "face-alignment", "sidecar", "learned")

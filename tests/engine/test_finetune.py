@@ -246,6 +246,7 @@ def test_shipped_finetune_recipes_run_at_tiny_size(recipe: Path, tmp_path: Path)
         "model.name=vit_test",
         "model.kwargs={}",
         "eval.bins=[]",
+        "init=null",
     ]
     args = ["finetune", str(recipe)]
     for item in overrides:

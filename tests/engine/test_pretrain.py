@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -194,9 +195,53 @@ def test_shipped_recipes_run_at_tiny_size(recipe: Path, tmp_path: Path) -> None:
         "model.kwargs={}",
         "head.out_dim=128",
         "views.local_views=2",
+        "views.landmark_source=template",
+        "init=null",
     ]
     args = ["pretrain", str(recipe)]
     for item in overrides:
         args += ["--set", item]
     assert main(args) == 0
     assert latest_checkpoint(tmp_path / recipe.stem / "checkpoints") is not None
+
+
+def test_learned_landmark_source_and_init(faces_mini: Path, tmp_path: Path) -> None:
+    """LAFS views from a Part fViT's landmark CNN, student/teacher started from its export.
+
+    The export is an untrained Part fViT standing in for a stage-1 model (plumbing only)."""
+    from safetensors.torch import load_file
+
+    from lafslib.landmarks.detectors import LearnedLandmarkDetector
+    from lafslib.landmarks.store import load_landmarks
+    from lafslib.models import create_model, save_export
+
+    torch.manual_seed(3)
+    stage1 = save_export(create_model("part_fvit_test").eval(), tmp_path / "stage1")
+    run = tmp_path / "run"
+    sets = [
+        f"run.output_dir={run}", "run.max_steps=1", f"data.train={faces_mini / 'identities'}",
+        "data.max_images=8", "data.batch_size=4", "views.kind=lafs", "views.local_views=2",
+        "views.landmark_source=net", f"views.landmark_net={stage1}", f"init={stage1}",
+        "model.name=part_fvit_test", "model.kwargs={freeze_landmarks: true}", "head.out_dim=64",
+    ]  # fmt: skip
+    args = ["pretrain", str(ROOT / "recipes/demo/pretrain_demo.yaml")]
+    for item in sets:
+        args += ["--set", item]
+    assert main(args) == 0
+    table = load_landmarks(run / "landmarks_net.npz")
+    assert len(table) == 100 and table.num_points == 196  # every image of the source
+    first = sorted(p for p in (faces_mini / "identities").rglob("*.jpg"))[0]
+    key = first.relative_to(faces_mini / "identities").as_posix()
+    from lafslib.data.images import read_image
+
+    expected = LearnedLandmarkDetector(stage1).detect(read_image(first))[0].landmarks
+    np.testing.assert_allclose(table[key], expected, atol=1e-3)
+    state = load_checkpoint(latest_checkpoint(run / "checkpoints"))
+    exported = load_file(str(stage1 / "model.safetensors"))
+    for name in ("student", "teacher"):  # the frozen landmark CNN keeps the stage-1 weights
+        for k, v in exported.items():
+            if k.startswith("landmark_net.") and v.is_floating_point():
+                torch.testing.assert_close(state[name]["backbone." + k], v, msg=k)
+    bad = [*args[:2], "--set", f"run.output_dir={tmp_path / 'bad'}", "--set",
+           "views.landmark_source=net", "--set", "views.kind=lafs"]  # fmt: skip
+    assert main(bad) == 2  # no views.landmark_net: a clear recipe error before any work
