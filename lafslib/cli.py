@@ -773,6 +773,68 @@ def _run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- show-attention
+
+
+def _add_show_attention(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "show-attention",
+        "Draw the attention of every head of an exported ViT over one face (rows: layers; "
+        "CLS-to-patch attention, or attention received without CLS; landmark-patch tokens "
+        "drawn at their landmarks).",
+        """
+  lafs show-attention runs/cpu_small/export ../shared/data/celeba-112/images/07201/001085.jpg
+  lafs show-attention runs/kprpe/export face.jpg --layers 0 5 11 --out attention.png
+""",
+    )
+    p.add_argument("model", help="export folder (lafs export / finetune)")
+    p.add_argument("image", help="an aligned face image")
+    p.add_argument("--out", default="attention.png", help="output PNG")
+    p.add_argument("--layers", type=int, nargs="+", default=None, help="layer indices (all)")
+    p.add_argument(
+        "--landmarks",
+        default="auto",
+        help="keypoints for KP-RPE models: sidecar file (auto: beside the image's dataset; "
+        "none: the template)",
+    )
+    p.set_defaults(func=_run_show_attention)
+
+
+def _run_show_attention(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from lafslib.data.folder import find_sidecar
+    from lafslib.data.images import read_image
+    from lafslib.landmarks.store import load_landmarks
+    from lafslib.landmarks.template import landmarks68_to_5, template_for_size
+    from lafslib.models import load_export
+    from lafslib.viz.attention import plot_attention
+
+    model = load_export(args.model)
+    size = model.pretrained_cfg.input_size[-1]
+    path = Path(args.image).resolve()
+    image = read_image(path)
+    scale = size / image.shape[0]
+    if image.shape[:2] != (size, size):
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+    keypoints = None
+    if model.pretrained_cfg.needs_keypoints:
+        sidecar = find_sidecar(path.parent.parent) if args.landmarks == "auto" else None
+        if args.landmarks not in ("auto", "none"):
+            sidecar = Path(args.landmarks)
+        pts = _sidecar_points(load_landmarks(sidecar), path) if sidecar else None
+        if pts is not None and len(pts) == 68:
+            pts = landmarks68_to_5(pts)
+        keypoints = template_for_size(size) if pts is None else np.asarray(pts) * scale
+    out = plot_attention(model, image, args.out, keypoints, args.layers)
+    print(f"attention of {type(model).__name__} ({args.model}) -> {out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- registry
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -788,6 +850,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_landmarks,
     _add_show_landmarks,
     _add_models,
+    _add_show_attention,
 ]
 
 
