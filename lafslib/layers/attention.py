@@ -78,7 +78,8 @@ class Attention(nn.Module):
             (B, N, dim), or ``(output, maps)`` when ``return_attention``.
         """
         # (B, N, 3 * H * d) -> 3 x (B, H, N, d)
-        q, k, v = rearrange(self.qkv(x), "b n (t h d) -> t b h n d", t=3, h=self.num_heads)
+        qkv = rearrange(self.qkv(x), "b n (t h d) -> t b h n d", t=3, h=self.num_heads)
+        q, k, v = qkv.unbind(0)
         maps = None
         fused = self.fused_attn and not (self.keep_attention or return_attention)
         if fused and bias is not None and bias.requires_grad and q.device.type == "cpu":
@@ -90,6 +91,8 @@ class Attention(nn.Module):
                 bias = bias.to(q.dtype)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         else:
+            # one copy to contiguous q, k, v instead of one per matmul (and per gradient)
+            q, k, v = qkv.contiguous().unbind(0)
             logits = (q * self.scale) @ k.transpose(-2, -1)
             if bias is not None:
                 logits = logits.add_(bias)  # in place: the matmul output is not saved
