@@ -237,6 +237,8 @@ class MarginLossConfig:
     mining_p0: float = 0.6
     mining_mode: Literal["sample", "batch"] = "sample"
     partial_fc_rate: float = 1.0
+    landmark_consistency: float = 0.0  # Part fViT: MSE weight to the frozen initial landmark CNN
+    landmark_consistency_epochs: float = 0.0  # linear decay of that weight to 0 (0: constant)
 
 
 @dataclass

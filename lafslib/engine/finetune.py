@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from lafslib.config import FinetuneConfig, config_to_dict
+from lafslib.config import ConfigError, FinetuneConfig, config_to_dict
 from lafslib.data import open_dataset
 from lafslib.engine.checkpoint import (
     latest_checkpoint,
@@ -221,6 +221,27 @@ def _apply_adapter(model: nn.Module, cfg: FinetuneConfig) -> None:
             p.requires_grad_(not frozen)
 
 
+def landmark_reference(model: nn.Module, cfg: FinetuneConfig) -> nn.Module | None:
+    """The frozen copy of a Part fViT's initial landmark CNN for the landmark-consistency loss
+    (LAFS finetuning keeps the trainable landmark CNN close to the stage-1 one), or None."""
+    if cfg.loss.landmark_consistency <= 0:
+        return None
+    if not hasattr(model, "landmark_net"):
+        raise ConfigError(
+            f"loss.landmark_consistency needs a model with a landmark CNN (Part fViT), "
+            f"got {cfg.model.name}"
+        )
+    reference = copy.deepcopy(model.landmark_net).eval()
+    return reference.requires_grad_(False)
+
+
+def landmark_consistency_weight(cfg: FinetuneConfig, epoch: float) -> float:
+    """Weight of the landmark-consistency MSE at a (fractional) epoch: ``landmark_consistency``
+    decayed linearly to 0 over ``landmark_consistency_epochs`` (constant when that is 0)."""
+    w, span = cfg.loss.landmark_consistency, cfg.loss.landmark_consistency_epochs
+    return w if span <= 0 else w * max(0.0, 1.0 - epoch / span)
+
+
 def _margin_loss(cfg: FinetuneConfig) -> nn.Module:
     c = cfg.loss
     if c.name == "arcface":
@@ -288,8 +309,11 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
 
         weights = Path(cfg.init) / "model.safetensors"
         model.load_state_dict(load_file(str(weights)), strict=True)
+    consistency = landmark_reference(model, cfg)  # the initial landmark CNN, frozen
     _apply_adapter(model, cfg)
     model = model.to(device)
+    if consistency is not None:
+        consistency = consistency.to(device)
     dim = getattr(model, "embed_dim", None) or model.pretrained_cfg.embed_dim
     classifier = PartialFC(_margin_loss(cfg), dim, num_classes, cfg.loss.partial_fc_rate).to(device)
     o = cfg.optim
@@ -390,6 +414,13 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
                     ce, cfg.loss.mining_alpha, cfg.loss.mining_p0, cfg.loss.mining_mode
                 )
             loss = ce.mean()
+            if consistency is not None:
+                weight = landmark_consistency_weight(cfg, step / steps_per_epoch)
+                if weight > 0:
+                    with torch.no_grad():
+                        target = consistency(x)
+                    pred = model.predicted_landmarks.float()
+                    loss = loss + weight * torch.nn.functional.mse_loss(pred, target.float())
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopping")
             scaler.scale(loss / o.accumulate).backward()

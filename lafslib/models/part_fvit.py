@@ -102,6 +102,7 @@ class PartFViT(nn.Module):
         self.ssl_dim = self.vit.ssl_dim
         self.num_prefix_tokens = getattr(self.vit, "num_prefix_tokens", 0)
         self.last_landmarks: torch.Tensor | None = None
+        self.predicted_landmarks: torch.Tensor | None = None
         self.pretrained_cfg = ModelInfo(
             name="PartFViT", input_size=(3, img_size, img_size), embed_dim=self.embed_dim
         )
@@ -127,6 +128,7 @@ class PartFViT(nn.Module):
     def _centers(self, x: torch.Tensor, token_centers: torch.Tensor | None) -> torch.Tensor:
         if token_centers is None:
             token_centers = self.predict_landmarks(x)
+            self.predicted_landmarks = token_centers  # with its graph, for landmark losses
         self.last_landmarks = token_centers.detach()
         return token_centers
 

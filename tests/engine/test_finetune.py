@@ -253,3 +253,26 @@ def test_shipped_finetune_recipes_run_at_tiny_size(recipe: Path, tmp_path: Path)
         args += ["--set", item]
     assert main(args) == 0
     assert load_export(tmp_path / recipe.stem / "export") is not None
+
+
+def test_landmark_consistency_keeps_the_landmark_cnn_near_its_start(tmp_path: Path) -> None:
+    from lafslib.engine.finetune import landmark_consistency_weight
+
+    cfg = _recipe(tmp_path, "w", ["loss.landmark_consistency=2.0",
+                                  "loss.landmark_consistency_epochs=4"])  # fmt: skip
+    assert landmark_consistency_weight(cfg, 0.0) == 2.0
+    assert landmark_consistency_weight(cfg, 1.0) == 1.5
+    assert landmark_consistency_weight(cfg, 5.0) == 0.0
+    init = save_export(create_model("part_fvit_test", init_grid=True), tmp_path / "init")
+    start = load_export(init).landmark_net.state_dict()
+
+    def drift(weight: float, name: str) -> float:
+        sets = ["model.name=part_fvit_test", f"init={init}", "run.max_steps=4",
+                "optim.lr=0.05", f"loss.landmark_consistency={weight}"]  # fmt: skip
+        run = finetune(_recipe(tmp_path, name, sets))
+        end = load_export(run / "export").landmark_net.state_dict()
+        return sum(float((end[k] - start[k]).float().norm()) for k in start if "head" in k)
+
+    assert drift(1000.0, "tied") < drift(0.0, "free")
+    with pytest.raises(ConfigError, match="landmark CNN"):
+        finetune(_recipe(tmp_path, "bad", ["loss.landmark_consistency=1.0"]))
