@@ -58,7 +58,7 @@ def lafs(*args: str) -> float:
     if subprocess.run(cmd, cwd=ROOT).returncode != 0:
         raise SystemExit(f"study: command failed: lafs {' '.join(args)}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    WALL[" ".join(args[:2])] = time.perf_counter() - t0
+    WALL[f"{len(WALL):02d} {' '.join(args[:2])}"] = time.perf_counter() - t0
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
