@@ -457,17 +457,9 @@ def _run_show_views(args: argparse.Namespace) -> int:
     if args.landmarks not in ("auto", "none"):
         sidecar = Path(args.landmarks)
     if sidecar is not None:
-        table = load_landmarks(sidecar)
-        key = next(
-            (
-                k
-                for k in (image_path.relative_to(p).as_posix() for p in image_path.parents)
-                if k in table
-            ),
-            None,
-        )
-        if key is not None:
-            sample["landmarks"] = table[key]
+        pts = _sidecar_points(load_landmarks(sidecar), image_path)
+        if pts is not None:
+            sample["landmarks"] = pts
     torch.manual_seed(args.seed)
     views = build_views(views_cfg)(sample)
     points = None

@@ -273,6 +273,29 @@ class KPRPE(nn.Module):
             ids = nn.functional.pad(ids, (p, 0, p, 0), value=self.num_buckets)
         return ids
 
+    def model_bias(
+        self,
+        keypoints: torch.Tensor | None,
+        token_centers: torch.Tensor | None,
+        grid: int,
+        train_grid: int,
+    ) -> KPRPEBias:
+        """The biases a ViT needs for an input of ``grid x grid`` patches: the grid's own when
+        no ``token_centers`` are given, else tokens at their positions with offsets in patch
+        units of the ``train_grid`` the model was built for. Errors name what is missing."""
+        if keypoints is None:
+            raise ValueError(
+                "this ViT uses KP-RPE and needs keypoints (B, "
+                f"{self.num_keypoints}, 2) in [0, 1]: call model(x, keypoints)"
+            )
+        if token_centers is None:
+            return self(keypoints, grid)
+        if token_centers.shape[1] != grid * grid:
+            raise ValueError(
+                f"token_centers has {token_centers.shape[1]} tokens, the image {grid * grid}"
+            )
+        return self(keypoints, train_grid, token_centers)
+
     def forward(
         self,
         keypoints: torch.Tensor,

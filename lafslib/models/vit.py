@@ -158,25 +158,6 @@ class FaceViT(nn.Module):
         patch_pos = F.interpolate(patch_pos, size=(grid, grid), mode="bicubic", align_corners=False)
         return torch.cat([cls_pos, rearrange(patch_pos, "1 d h w -> 1 (h w) d")], dim=1)
 
-    def _kprpe_bias(
-        self, keypoints: torch.Tensor | None, token_centers: torch.Tensor | None, grid: int
-    ) -> KPRPEBias | None:
-        if self.kprpe is None:
-            return None
-        if keypoints is None:
-            raise ValueError(
-                "this ViT uses KP-RPE and needs keypoints (B, "
-                f"{self.kprpe.num_keypoints}, 2) in [0, 1]: call model(x, keypoints)"
-            )
-        if token_centers is None:
-            return self.kprpe(keypoints, grid)
-        if token_centers.shape[1] != grid * grid:
-            raise ValueError(
-                f"token_centers has {token_centers.shape[1]} tokens, the image {grid * grid}"
-            )
-        # tokens at their own positions; offsets in patch units of the training grid
-        return self.kprpe(keypoints, self.grid, token_centers)
-
     def forward_features(
         self,
         x: torch.Tensor,
@@ -202,7 +183,11 @@ class FaceViT(nn.Module):
         grid = x.shape[-1] // self.patch_size
         tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         tokens = tokens + self._pos_embed(grid)
-        rpe = self._kprpe_bias(keypoints, token_centers, grid)
+        rpe = (
+            None
+            if self.kprpe is None
+            else self.kprpe.model_bias(keypoints, token_centers, grid, self.grid)
+        )
         for i, blk in enumerate(self.blocks):
             if self.grad_checkpointing and self.training:
                 tokens = checkpoint(_run_block, blk, tokens, rpe, i, use_reentrant=False)
