@@ -4,7 +4,9 @@
 (112 px, scale 0.4-1) and 8 local crops (48 px, 6x6 tokens of 8 px, scale 0.05-0.4), each with
 flip, colour jitter (0.4, 0.4, 0.2, 0.1, p 0.8), grayscale (p 0.2) and Gaussian blur (p 1.0 /
 0.1 for the globals, 0.5 for the locals) plus solarisation (p 0.2) on the second global view
-(Caron et al., ICCV 2021; LAFS, CVPR 2024).
+(Caron et al., ICCV 2021; LAFS, CVPR 2024). Both view makers colour their views with the same
+batched :class:`~lafslib.transforms.photometric.ColourAugment`, so the random-crop baseline and
+LAFS differ only in where the pixels come from.
 
 A view is a dict ``{"image": float (3, S, S) in [-1, 1], "token_centers": float (n, 2) in [0, 1]
 (where each token came from, in source-image coordinates), "is_global": bool}``; global views
@@ -35,17 +37,6 @@ def _grid_centers(grid: int) -> torch.Tensor:
     c = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
     yy, xx = torch.meshgrid(c, c, indexing="ij")
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
-
-
-def _photometric(blur_p: float, solarize_p: float) -> v2.Compose:
-    return v2.Compose(
-        [
-            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-            v2.RandomApply([v2.GaussianBlur(9, sigma=(0.1, 2.0))], p=blur_p),
-            v2.RandomSolarize(128, p=solarize_p),
-        ]
-    )
 
 
 class MultiCropViews:
@@ -80,44 +71,71 @@ class MultiCropViews:
             image_size, scale=tuple(global_scale), antialias=True
         )
         self.local_crop = v2.RandomResizedCrop(local_size, scale=tuple(local_scale), antialias=True)
-        self.global_colour = [_photometric(1.0, 0.0), _photometric(0.1, 0.2)]
-        self.local_colour = _photometric(0.5, 0.0)
+        self.colour = ColourAugment()
+        # per global view: blur p 1.0 then 0.1, solarisation only on the second; locals 0.5, 0
+        self.global_blur_p = torch.tensor([1.0] + [0.1] * (global_views - 1))
+        self.global_solarize_p = torch.tensor([0.0] + [0.2] * (global_views - 1))
+        self.local_blur_p = torch.full((local_views,), 0.5)
+        self.local_solarize_p = torch.zeros(local_views)
         self.global_centers = _grid_centers(image_size // patch_size)
         self.local_centers = _grid_centers(local_size // patch_size)
 
-    def _view(
-        self, img: torch.Tensor, five: torch.Tensor, crop: v2.Transform, colour: v2.Compose
+    def _crop(
+        self, img: torch.Tensor, five: torch.Tensor, crop: v2.Transform
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One crop + flip + colour view and its 5 keypoints moved with the pixels, in [0, 1]."""
+        """One crop + flip (uint8) and its 5 keypoints moved with the pixels, in [0, 1]."""
         x, kp = crop(img, tv_tensors.KeyPoints(five, canvas_size=tuple(img.shape[-2:])))
         kp = kp.as_subclass(torch.Tensor)
         if torch.rand(()) < 0.5:
             x = x.flip(-1)
             kp = kp[FLIP_5]
             kp[:, 0] = x.shape[-1] - kp[:, 0]
-        x = colour(x).float().div_(127.5).sub_(1.0)
         return x, (kp / x.shape[-1]).clamp_(0.0, 1.0)
+
+    def _group(
+        self,
+        img: torch.Tensor,
+        five: torch.Tensor,
+        n: int,
+        crop: v2.Transform,
+        blur_p: torch.Tensor,
+        solarize_p: torch.Tensor,
+        centers: torch.Tensor,
+        is_global: bool,
+    ) -> list[dict[str, Any]]:
+        """``n`` views of one crop size, colour-augmented together in [-1, 1]."""
+        crops, kps = zip(*(self._crop(img, five, crop) for _ in range(n)))
+        images = self.colour(torch.stack(crops).float().div_(255.0), blur_p, solarize_p, True)
+        return [
+            {"image": x, "token_centers": centers, "keypoints": kp, "is_global": is_global}
+            for x, kp in zip(images.unbind(0), kps)
+        ]
 
     def __call__(self, sample: dict[str, Any]) -> list[dict[str, Any]]:
         """Views of ``sample["image"]`` (uint8 HxWx3 RGB), each with the 5 keypoints of
         ``sample["landmarks"]`` (5 or 68 points; the template when absent) for KP-RPE models."""
         img = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
         five = _five_points(sample.get("landmarks"), img.shape[-1])
-        views = []
-        for i in range(self.global_views + self.local_views):
-            is_global = i < self.global_views
-            if is_global:
-                crop, colour = self.global_crop, self.global_colour[min(i, 1)]
-            else:
-                crop, colour = self.local_crop, self.local_colour
-            x, kp = self._view(img, five, crop, colour)
-            views.append(
-                {
-                    "image": x,
-                    "token_centers": self.global_centers if is_global else self.local_centers,
-                    "keypoints": kp,
-                    "is_global": is_global,
-                }
+        views = self._group(
+            img,
+            five,
+            self.global_views,
+            self.global_crop,
+            self.global_blur_p,
+            self.global_solarize_p,
+            self.global_centers,
+            True,
+        )
+        if self.local_views:
+            views += self._group(
+                img,
+                five,
+                self.local_views,
+                self.local_crop,
+                self.local_blur_p,
+                self.local_solarize_p,
+                self.local_centers,
+                False,
             )
         return views
 

@@ -116,15 +116,16 @@ def test_crop_boxes_follow_random_resized_crop() -> None:
 
 
 def test_multicrop_keypoints_move_with_the_pixels() -> None:
-    from torchvision.transforms import v2
+    from lafslib.transforms.photometric import ColourAugment
 
     s = render_face(3, 1)
     x0, y0 = s["landmarks5"][0]  # the image-left eye: one bright dot on black
     image = np.zeros_like(s["image"])
     image[int(y0) - 1 : int(y0) + 2, int(x0) - 1 : int(x0) + 2] = 255
     views_fn = MultiCropViews(local_scale=(0.3, 0.6))
-    views_fn.global_colour = [v2.Identity(), v2.Identity()]
-    views_fn.local_colour = v2.Identity()
+    views_fn.colour = ColourAugment(jitter_p=0.0, gray_p=0.0)
+    views_fn.global_blur_p = views_fn.global_solarize_p = torch.zeros(2)
+    views_fn.local_blur_p = views_fn.local_solarize_p = torch.zeros(8)
     flipped = 0
     torch.manual_seed(0)
     for _ in range(8):
