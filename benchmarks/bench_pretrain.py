@@ -33,7 +33,7 @@ from lafslib.models import DINOHead, create_model  # noqa: E402
 from lafslib.transforms import LAFSViews, collate_views  # noqa: E402
 
 MODELS = {
-    "cpu_small (ViT dim 192, depth 6, 3 heads)": ("vit_tiny", {"depth": 6}),
+    "ViT-Ti, 6 blocks (dim 192, 3 heads)": ("vit_tiny", {"depth": 6}),
     "ViT-S (dim 384, depth 12, 6 heads)": ("vit_small", {}),
 }
 

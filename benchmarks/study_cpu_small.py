@@ -2,11 +2,12 @@
 
 Usage: python benchmarks/study_cpu_small.py [--out runs/study] [--scale 1.0]
 
-Arms, all with the same narrow 4-block ViT of the cpu_small recipes (recipes/pretrain/cpu_small.yaml,
-cpu_small_dino.yaml, recipes/finetune/cpu_small_arcface.yaml), on 2 CPU cores:
+Arms, all with the same narrow 4-block ViT (patch 16, 49 tokens) of the cpu_small recipes
+(recipes/pretrain/cpu_small.yaml, cpu_small_dino.yaml, recipes/finetune/cpu_small_arcface.yaml),
+on 2 CPU cores, about 30 minutes in all:
   (a) LAFS pretraining on ../shared/data/celeba-112 as unlabelled data (landmark views), then
       ArcFace finetuning on its identity labels;
-  (b) the same finetuning from scratch, given the same total wall time as (a) (pretraining +
+  (b) the same finetuning from scratch, given the same total CPU time as (a) (pretraining +
       finetuning), i.e. more finetuning steps;
   (c) DINO random multi-crop pretraining, same epochs as (a), then the same finetuning;
 and the few-shot setting: finetuning on 1 and 2 images per identity from each start point (the
@@ -35,6 +36,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT, SHARED_DATA, markdown_table, write_result  # noqa: E402
 
+from lafslib.config import load_recipe  # noqa: E402
+from lafslib.data.verification import load_bin_raw, write_bin  # noqa: E402
+
 RECIPES = ROOT / "recipes"
 LAFS_RECIPE = RECIPES / "pretrain" / "cpu_small.yaml"
 DINO_RECIPE = RECIPES / "pretrain" / "cpu_small_dino.yaml"
@@ -45,12 +49,12 @@ FEW_SHOT_STEPS = 60
 FINETUNE_BATCH = 64
 
 
-WALL: dict[str, float] = {}
+WALL: dict[str, float] = {}  # wall seconds per kind of command (pretrain, finetune, eval, ...)
 
 
 def lafs(*args: str) -> float:
     """Run one ``lafs`` command in a fresh process; return its CPU time (user + system) in
-    seconds, which other load on the machine barely changes; its wall time goes to WALL."""
+    seconds, which other load on the machine barely changes; its wall time adds to WALL."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "lafslib.cli", *args]
@@ -58,7 +62,7 @@ def lafs(*args: str) -> float:
     if subprocess.run(cmd, cwd=ROOT).returncode != 0:
         raise SystemExit(f"study: command failed: lafs {' '.join(args)}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    WALL[f"{len(WALL):02d} {' '.join(args[:2])}"] = time.perf_counter() - t0
+    WALL[args[0]] = WALL.get(args[0], 0.0) + time.perf_counter() - t0
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
@@ -69,10 +73,9 @@ def sets(*items: str) -> list[str]:
     return out
 
 
-def lfw_subset(lfw: Path, out: Path, per_fold: int = 30) -> Path:
-    """600 LFW pairs (30 same + 30 different from each of the 10 folds), for periodic checks."""
-    from lafslib.data.verification import load_bin_raw, write_bin
-
+def lfw_subset(lfw: Path, out: Path, per_fold: int = 30) -> tuple[Path, int]:
+    """600 LFW pairs (30 same + 30 different from each of the 10 folds), for periodic checks;
+    also the number of pairs of the whole set."""
     images, issame = load_bin_raw(lfw)
     fold = len(issame) // 10
     keep = []
@@ -81,11 +84,23 @@ def lfw_subset(lfw: Path, out: Path, per_fold: int = 30) -> Path:
         keep += list(idx[issame[idx]][:per_fold]) + list(idx[~issame[idx]][:per_fold])
     keep = np.array(keep)
     pairs = [images[2 * i + j] for i in keep for j in (0, 1)]
-    return write_bin(out / "lfw_600.bin", pairs, issame[keep])
+    return write_bin(out / "lfw_600.bin", pairs, issame[keep]), len(issame)
 
 
 def read_metrics(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def loss_span(run: Path) -> tuple[float, float]:
+    """First logged training loss of a run and the mean of its last five."""
+    losses = [r["train/loss"] for r in read_metrics(run) if "train/loss" in r]
+    return losses[0], float(np.mean(losses[-5:]))
+
+
+def checks(run: Path) -> dict[int, float]:
+    """Periodic LFW-600 accuracies of a finetuning run, by step."""
+    key = "eval/lfw_600/accuracy"
+    return {r["step"]: r[key] for r in read_metrics(run) if key in r}
 
 
 def evaluate(export: Path, lfw: Path, out: Path) -> dict[str, Any]:
@@ -145,7 +160,7 @@ def main() -> None:
         if not need.exists():
             raise SystemExit(f"study: {need} not found (put ../shared beside the repository)")
     t_start = time.perf_counter()
-    check = lfw_subset(lfw, out)
+    check, num_pairs = lfw_subset(lfw, out)
     num_images = min(sum(1 for p in celeba.rglob("*.jpg")), args.max_images or 10**9)
     pre_epochs = max(1, round(PRETRAIN_EPOCHS * args.scale))
     ft_epochs = max(1, round(FINETUNE_EPOCHS * args.scale))
@@ -250,18 +265,38 @@ def main() -> None:
         ],
         rows,
     )
+    cfg = load_recipe(LAFS_RECIPE)
+    kw, views = cfg.model.kwargs, cfg.views
+    tokens = (views.image_size // kw["patch_size"]) ** 2
+    uniform = float(np.log(cfg.head.out_dim))
+    spans = {arm: loss_span(run) for arm, run in pre_runs.items()}
+    curves_at = {arm: checks(run) for arm, run in ft_runs.items()}
+    common = max(set.intersection(*(set(c) for c in curves_at.values())), default=None)
     gain = 100 * (results["LAFS"]["accuracy"] - results["scratch"]["accuracy"])
     gain_dino = 100 * (results["LAFS"]["accuracy"] - results["DINO random-crop"]["accuracy"])
     notes = (
-        f"Narrow ViT (dim 128, 4 blocks, patch 8, 196 tokens), celeba-112 ({num_images} images, "
-        f"298 identities); pretraining {pre_epochs} epochs (LAFS: 2 global + 4 local landmark "
-        f"views; DINO: 2 global + 4 local random crops); ArcFace finetuning {ft_epochs} epochs "
+        f"Narrow ViT (dim {kw['dim']}, {kw['depth']} blocks, patch {kw['patch_size']}, {tokens} "
+        f"tokens), celeba-112 ({num_images} images, 298 identities); pretraining {pre_epochs} "
+        f"epochs (LAFS: {views.global_views} global + {views.local_views} local landmark views; "
+        f"DINO: {views.global_views} global + {views.local_views} local random crops); ArcFace "
+        f"finetuning {ft_epochs} epochs "
         "(scratch: as many epochs as fit in the CPU time of LAFS's pretraining + finetuning); "
-        f"few-shot: {few_steps} steps. LFW 10-fold on the standard 6,000 pairs. CPU minutes "
+        f"few-shot: {few_steps} steps. {lfw.name}: 10-fold on {num_pairs:,} pairs. CPU minutes "
         "(user + system time of the processes, both cores) include pretraining. "
         f"LAFS - scratch: {gain:+.2f} points, LAFS - DINO random-crop: {gain_dino:+.2f} points "
-        f"(all identities). Whole study: {total:.1f} min wall time. Curves: "
-        "benchmarks/results/study_curves.png."
+        f"(all identities). DINO loss (uniform teacher: ln {cfg.head.out_dim} = {uniform:.2f}): "
+        + ", ".join(f"{arm} {a:.2f} -> {b:.2f}" for arm, (a, b) in spans.items())
+        + ". "
+        + (
+            f"LFW-600 at finetuning step {common}: "
+            + ", ".join(f"{arm} {100 * c[common]:.1f}%" for arm, c in curves_at.items())
+            + ". "
+            if common
+            else ""
+        )
+        + f"Whole study: {total:.1f} min wall time ("
+        + ", ".join(f"{kind} {sec / 60:.1f}" for kind, sec in WALL.items())
+        + "). Curves: benchmarks/results/study_curves.png; diagnosis: README, 'Study'."
     )
     data = {
         "results": results,
