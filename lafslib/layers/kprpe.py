@@ -41,6 +41,7 @@ from functools import lru_cache
 import torch
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "KPRPE",
@@ -51,6 +52,7 @@ __all__ = [
     "grid_bucket_ids",
     "kprpe_grid_centers",
     "relative_keypoints",
+    "run_blocks",
 ]
 
 KPRPE_VARIANTS = ("shared", "unshared", "splithead", "splithead_unshared")
@@ -343,3 +345,21 @@ class KPRPE(nn.Module):
         # zero context for prefix tokens and a zero extra bucket for their rows and columns
         ctx = nn.functional.pad(ctx, (0, 1, self.num_prefix_tokens, 0)).contiguous()
         return KPRPEBias(ctx, index, self.depth)
+
+
+def run_blocks(
+    blocks: nn.ModuleList, tokens: torch.Tensor, rpe: KPRPEBias | None, checkpointed: bool
+) -> torch.Tensor:
+    """Transformer blocks in turn on (B, N, dim) tokens, block ``i`` with the KP-RPE bias
+    ``rpe[i]`` (None: plain attention); ``checkpointed`` recomputes each block, its bias gather
+    included, in the backward pass (activation checkpointing)."""
+    for i, blk in enumerate(blocks):
+        if checkpointed:
+            tokens = checkpoint(_run_block, blk, tokens, rpe, i, use_reentrant=False)
+        else:
+            tokens = _run_block(blk, tokens, rpe, i)
+    return tokens
+
+
+def _run_block(blk: nn.Module, x: torch.Tensor, rpe: KPRPEBias | None, i: int) -> torch.Tensor:
+    return blk(x, None if rpe is None else rpe[i])

@@ -29,10 +29,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import DropPath
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from lafslib.layers.attention import Attention
-from lafslib.layers.kprpe import KPRPE, KPRPEBias
+from lafslib.layers.kprpe import KPRPE, run_blocks
 from lafslib.models._registry import ModelInfo, register_model
 
 __all__ = ["FaceViT", "Attention", "Block"]
@@ -188,11 +187,7 @@ class FaceViT(nn.Module):
             if self.kprpe is None
             else self.kprpe.model_bias(keypoints, token_centers, grid, self.grid)
         )
-        for i, blk in enumerate(self.blocks):
-            if self.grad_checkpointing and self.training:
-                tokens = checkpoint(_run_block, blk, tokens, rpe, i, use_reentrant=False)
-            else:
-                tokens = _run_block(blk, tokens, rpe, i)
+        tokens = run_blocks(self.blocks, tokens, rpe, self.grad_checkpointing and self.training)
         return self.norm(tokens)
 
     def forward_ssl(
@@ -230,11 +225,6 @@ class FaceViT(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in the backward pass to save memory."""
         self.grad_checkpointing = enable
-
-
-def _run_block(blk: nn.Module, x: torch.Tensor, rpe: KPRPEBias | None, i: int) -> torch.Tensor:
-    """One block with its KP-RPE bias (gathered here, so checkpointing recomputes it)."""
-    return blk(x, None if rpe is None else rpe[i])
 
 
 def _build(kwargs: dict[str, Any], **defaults: Any) -> FaceViT:

@@ -133,3 +133,19 @@ def test_cvlface_checkpoints_reproduce_reference_outputs(tmp_path, golden: str, 
         if model.kprpe is not None:  # the golden KP-RPE weights matter
             model.kprpe.reset_parameters()
             assert (model(ref["input"], ref["keypoints"]) - ref["output"]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("name", ["vit_test_kprpe", "cvlface_vit_test_kprpe"])
+def test_grad_checkpointing_gives_the_same_gradients(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, drop_path=0.0)
+    x, kp = torch.randn(2, 3, 112, 112), torch.rand(2, 5, 2)
+    grads = []
+    for checkpointed in (False, True):
+        model.zero_grad()
+        model.set_grad_checkpointing(checkpointed)
+        model(x, kp).square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and any("kprpe" in n for n in grads[0])
+    for n, g in grads[0].items():
+        torch.testing.assert_close(grads[1][n], g, rtol=1e-5, atol=1e-6, msg=n)
