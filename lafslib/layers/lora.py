@@ -154,11 +154,7 @@ class LoRALinear(nn.Linear):
     def delta_weight(self) -> torch.Tensor:
         """The update ``scale * B @ A`` as an (out, in) matrix (zero rows for unadapted chunks)."""
         update = torch.bmm(self.lora_B, self.lora_A) * self.scale  # (P, out/parts, in)
-        if len(self.adapt) == self.parts:
-            return update.reshape(self.out_features, self.in_features)
-        full = update.new_zeros(self.parts, self.part_features, self.in_features)
-        full[list(self.adapt)] = update
-        return full.reshape(self.out_features, self.in_features)
+        return self._all_parts(update, 0).reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (..., in) -> (..., out)."""
@@ -167,11 +163,17 @@ class LoRALinear(nn.Linear):
             return out
         h = torch.einsum("...i,pri->...pr", self.lora_dropout(x), self.lora_A.to(x.dtype))
         d = torch.einsum("...pr,por->...po", h, self.lora_B.to(x.dtype)) * self.scale
-        if len(self.adapt) < self.parts:  # (..., P, out/parts) -> (..., parts, out/parts)
-            full = d.new_zeros(*d.shape[:-2], self.parts, self.part_features)
-            full[..., list(self.adapt), :] = d
-            d = full
-        return out + d.flatten(-2).to(out.dtype)
+        return out + self._all_parts(d, -2).flatten(-2).to(out.dtype)
+
+    def _all_parts(self, t: torch.Tensor, dim: int) -> torch.Tensor:
+        """``t`` with its P adapted chunks along ``dim`` spread over all ``parts`` chunks (zeros
+        for the unadapted ones)."""
+        if len(self.adapt) == self.parts:
+            return t
+        shape = list(t.shape)
+        shape[dim] = self.parts
+        index = torch.tensor(self.adapt, device=t.device)
+        return t.new_zeros(shape).index_copy(dim, index, t)
 
     @torch.no_grad()
     def merge(self) -> None:

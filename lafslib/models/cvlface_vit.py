@@ -19,14 +19,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath, Mlp, resample_abs_pos_embed
 from torch import nn
 
 from lafslib.layers.attention import Attention
 from lafslib.layers.kprpe import KPRPE, run_blocks
 from lafslib.models._registry import ModelInfo, register_model
+from lafslib.models.vit import init_vit_weights
 
 __all__ = ["CVLFaceViT"]
 
@@ -122,7 +122,7 @@ class CVLFaceViT(nn.Module):
         self.kprpe = KPRPE(num_heads, depth, num_keypoints, kprpe_variant) if kprpe else None
         self.grad_checkpointing = False
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(self._init_weights)
+        self.apply(init_vit_weights)
         if self.kprpe is not None:
             self.kprpe.reset_parameters()
         self.pretrained_cfg = ModelInfo(
@@ -133,22 +133,16 @@ class CVLFaceViT(nn.Module):
             embed_dim=embed_dim,
         )
 
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
     def _pos_embed(self, grid: int) -> torch.Tensor:
         if grid == self.grid:
             return self.pos_embed
-        pos = rearrange(self.pos_embed, "1 (h w) d -> 1 d h w", h=self.grid)
-        pos = F.interpolate(pos, size=(grid, grid), mode="bicubic", align_corners=False)
-        return rearrange(pos, "1 d h w -> 1 (h w) d")
+        return resample_abs_pos_embed(
+            self.pos_embed,
+            [grid, grid],
+            [self.grid, self.grid],
+            num_prefix_tokens=0,
+            antialias=False,
+        )
 
     def forward_features(
         self,

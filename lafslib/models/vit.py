@@ -25,16 +25,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
-from timm.layers import DropPath
+from timm.layers import DropPath, resample_abs_pos_embed
 from torch import nn
 
 from lafslib.layers.attention import Attention
 from lafslib.layers.kprpe import KPRPE, run_blocks
 from lafslib.models._registry import ModelInfo, register_model
 
-__all__ = ["FaceViT", "Attention", "Block"]
+__all__ = ["FaceViT", "Attention", "Block", "init_vit_weights"]
 
 
 class Block(nn.Module):
@@ -128,7 +127,7 @@ class FaceViT(nn.Module):
         self.grad_checkpointing = False
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.apply(self._init_weights)
+        self.apply(init_vit_weights)
         if self.kprpe is not None:
             self.kprpe.reset_parameters()  # zero init: starts as the plain ViT
         self.pretrained_cfg = ModelInfo(
@@ -139,23 +138,16 @@ class FaceViT(nn.Module):
             embed_dim=embed_dim,
         )
 
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
     def _pos_embed(self, grid: int) -> torch.Tensor:
         if grid == self.grid:
             return self.pos_embed
-        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
-        patch_pos = rearrange(patch_pos, "1 (h w) d -> 1 d h w", h=self.grid)
-        patch_pos = F.interpolate(patch_pos, size=(grid, grid), mode="bicubic", align_corners=False)
-        return torch.cat([cls_pos, rearrange(patch_pos, "1 d h w -> 1 (h w) d")], dim=1)
+        return resample_abs_pos_embed(
+            self.pos_embed,
+            [grid, grid],
+            [self.grid, self.grid],
+            num_prefix_tokens=1,
+            antialias=False,
+        )
 
     def forward_features(
         self,
@@ -225,6 +217,15 @@ class FaceViT(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in the backward pass to save memory."""
         self.grad_checkpointing = enable
+
+
+def init_vit_weights(m: nn.Module) -> None:
+    """ViT initialisation for ``model.apply``: truncated normal (std 0.02) linear weights, zero
+    biases (layer norms keep their ones / zeros)."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 def _build(kwargs: dict[str, Any], **defaults: Any) -> FaceViT:
