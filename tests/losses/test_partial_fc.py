@@ -52,11 +52,12 @@ def test_sampling_keeps_positives() -> None:
 
 
 SCRIPT = """
-import os, sys, torch, torch.distributed as dist
+import sys, torch, torch.distributed as dist
+from lafslib.engine.distributed import barrier, cleanup, init_distributed
 from lafslib.losses import arcface
 from lafslib.losses.partial_fc import PartialFC
-dist.init_process_group("gloo")
-rank, world = dist.get_rank(), dist.get_world_size()
+info = init_distributed("cpu")
+rank, world = info.rank, info.world_size
 torch.manual_seed(0)
 full_w = torch.randn(10, 8) * 0.1
 emb = torch.randn(8, 8)
@@ -69,6 +70,8 @@ loss = pfc(mine, labels[rank * 4 : (rank + 1) * 4])
 loss.backward()
 torch.save({"loss": loss.detach(), "wgrad": pfc.weight.grad, "start": pfc.class_start,
             "egrad": mine.grad / world}, sys.argv[1] + f"/rank{rank}.pt")
+barrier()  # no rank tears gloo down while the other still talks to it
+cleanup()
 """
 
 
