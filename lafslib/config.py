@@ -141,6 +141,8 @@ class DINOLossConfig:
     warmup_teacher_temp_epochs: int = 30
     student_temp: float = 0.1
     center_momentum: float = 0.9
+    centering: Literal["ema", "sinkhorn"] = "ema"  # ema: DINO; sinkhorn: DINOv2
+    koleo_weight: float = 0.0  # KoLeo on the student's global-view SSL features (DINOv2: 0.1)
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """``lafs export``: the teacher (pretraining) or trained (finetuning) backbone of a run.
 
+A pretraining export embeds with the teacher's self-supervised feature (``"feature": "ssl"`` in
+``model.json``), the one DINO trains; a finetuning export with the trained embedding head.
+
 Writes ``model.safetensors`` + ``model.json`` (what ``lafs finetune --init`` and ``lafs eval``
 load) and, with ``onnx=True``, ``model.onnx`` with a dynamic batch axis, checked against the
 PyTorch outputs with onnxruntime.
@@ -17,6 +20,7 @@ from torch import nn
 from lafslib.config import config_from_dict
 from lafslib.engine.checkpoint import latest_checkpoint, load_checkpoint
 from lafslib.models import create_model, save_export
+from lafslib.models.ssl_features import SSLFeatures
 
 __all__ = ["export_run", "export_onnx"]
 
@@ -59,9 +63,10 @@ def export_run(
 
         model = merge_lora(model)  # a plain backbone: W + scale * B @ A
     out_dir = Path(out) if out else (run if run.is_dir() else run.parent.parent) / "export"
-    save_export(model.eval(), out_dir, step=int(state["step"]), source=str(ckpt))
+    feature = "ssl" if cfg.task == "pretrain" else "head"
+    save_export(model.eval(), out_dir, feature=feature, step=int(state["step"]), source=str(ckpt))
     if onnx:
-        export_onnx(model, out_dir / "model.onnx")
+        export_onnx(SSLFeatures(model) if feature == "ssl" else model, out_dir / "model.onnx")
     return out_dir
 
 

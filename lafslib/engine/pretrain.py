@@ -34,8 +34,9 @@ from lafslib.engine.rundir import prepare_run_dir
 from lafslib.engine.sampler import ResumableSampler
 from lafslib.engine.schedules import cosine_schedule, teacher_temperature, warmup_cosine
 from lafslib.engine.state import autocast_context, rng_state, seed_everything, set_rng_state
-from lafslib.losses import DINOLoss
+from lafslib.losses import DINOLoss, koleo_loss
 from lafslib.models import DINOHead, create_model
+from lafslib.models.ssl_features import SSLFeatures
 from lafslib.transforms import MultiCropViews, collate_views, group_views
 
 __all__ = ["SeededViews", "SSLNetwork", "build_views", "pretrain", "param_groups", "clip_gradients"]
@@ -73,9 +74,13 @@ class SSLNetwork(nn.Module):
         self.head = head
         self.mosaic_views = mosaic_views
 
-    def forward(self, views: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
-        """Head outputs, one (B, out_dim) tensor per view, in view order."""
+    def forward(
+        self, views: list[dict[str, torch.Tensor]], return_features: bool = False
+    ) -> list[torch.Tensor] | tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Head outputs, one (B, out_dim) tensor per view, in view order; with
+        ``return_features`` also the backbone's SSL features, one (B, ssl_dim) per view."""
         outputs: list[torch.Tensor] = [torch.empty(0)] * len(views)
+        features: list[torch.Tensor] = [torch.empty(0)] * len(views)
         samples_patches = hasattr(self.backbone, "landmark_net")
         encoder = self.backbone.vit if samples_patches and self.mosaic_views else self.backbone
         for indices, merged in group_views(views):
@@ -83,9 +88,11 @@ class SSLNetwork(nn.Module):
                 None if samples_patches and not self.mosaic_views else merged.get("token_centers")
             )
             feats = encoder.forward_ssl(merged["image"], merged.get("keypoints"), centers)
-            for i, chunk in zip(indices, self.head(feats).chunk(len(indices))):
-                outputs[i] = chunk
-        return outputs
+            for i, chunk, feat in zip(
+                indices, self.head(feats).chunk(len(indices)), feats.chunk(len(indices))
+            ):
+                outputs[i], features[i] = chunk, feat
+        return (outputs, features) if return_features else outputs
 
 
 def net_landmarks(cfg: PretrainConfig, run_dir: Path, info: DistInfo, logger: RunLogger) -> Path:
@@ -183,18 +190,6 @@ def _collapse_stats(teacher_out: list[torch.Tensor], center: torch.Tensor, temp:
         log_c = (center.float() / temp).log_softmax(-1)[0]
         kl = (mean_p * (mean_p.clamp_min(1e-12).log() - log_c)).sum()
     return {"teacher_entropy": float(entropy), "kl_to_center": float(kl)}
-
-
-class SSLFeatures(nn.Module):
-    """A backbone's self-supervised feature (``forward_ssl``) as its embedding, for monitoring."""
-
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.pretrained_cfg = getattr(backbone, "pretrained_cfg", None)
-
-    def forward(self, x: torch.Tensor, keypoints: torch.Tensor | None = None) -> torch.Tensor:
-        return self.backbone.forward_ssl(x, keypoints)
 
 
 def _monitor(
@@ -297,7 +292,9 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
     for p in teacher.parameters():
         p.requires_grad_(False)
     teacher.eval()
-    loss_fn = DINOLoss(h.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum).to(device)
+    loss_fn = DINOLoss(
+        h.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum, cfg.loss.centering
+    ).to(device)
     skip = set(getattr(backbone, "no_weight_decay", lambda: set())())
     optimizer = torch.optim.AdamW(param_groups(student, skip), lr=0.0)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.run.precision == "fp16")
@@ -394,8 +391,13 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
             with autocast_context(device, cfg.run.precision):
                 with torch.no_grad():
                     teacher_out = teacher(global_views)
-                student_out = net(batch)
+                student_out, student_feats = net(batch, return_features=True)
                 loss = loss_fn(student_out, teacher_out, t_temp)
+                if cfg.loss.koleo_weight:
+                    koleo = sum(
+                        koleo_loss(f) for f, v in zip(student_feats, batch) if v["is_global"]
+                    )
+                    loss = loss + cfg.loss.koleo_weight * koleo
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopping")
             scaler.scale(loss / o.accumulate).backward()

@@ -1,6 +1,7 @@
 """Losses: DINO self-distillation and margin softmax losses."""
 
-from lafslib.losses.dino import DINOLoss
+from lafslib.losses.dino import DINOLoss, sinkhorn_knopp
+from lafslib.losses.koleo import koleo_loss
 from lafslib.losses.margin import AdaFaceLoss, CombinedMarginLoss, arcface, cosface, frabsm_weights
 from lafslib.losses.partial_fc import PartialFC
 
@@ -12,4 +13,6 @@ __all__ = [
     "arcface",
     "cosface",
     "frabsm_weights",
+    "koleo_loss",
+    "sinkhorn_knopp",
 ]

@@ -8,7 +8,39 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DINOLoss"]
+__all__ = ["DINOLoss", "sinkhorn_knopp"]
+
+
+@torch.no_grad()
+def sinkhorn_knopp(logits: torch.Tensor, temp: float, iterations: int = 3) -> torch.Tensor:
+    """Teacher targets whose prototype usage is equal across the (global) batch.
+
+    Sinkhorn-Knopp normalisation of ``exp(logits / temp)`` (SwAV, Caron et al., NeurIPS 2020;
+    DINOv2's teacher centring, Oquab et al., 2023): rows alternately rescaled so that every
+    prototype receives the same total mass over the batch, and every sample a distribution.
+    The batch is summed across ranks when a process group is initialised.
+
+    Args:
+        logits: (B, K) teacher outputs of all global views of this rank.
+        temp: teacher temperature.
+        iterations: normalisation rounds (3).
+
+    Returns:
+        (B, K) targets; each row sums to 1.
+    """
+    distributed = dist.is_available() and dist.is_initialized()
+    # a per-sample shift is undone by the row normalisation: it only keeps exp() finite
+    q = ((logits - logits.max(dim=-1, keepdim=True).values) / temp).exp().t()  # (K, B)
+    batch = torch.tensor([float(q.shape[1])], device=q.device, dtype=q.dtype)
+    if distributed:
+        dist.all_reduce(batch)
+    for _ in range(iterations):
+        per_prototype = q.sum(dim=1, keepdim=True)
+        if distributed:
+            dist.all_reduce(per_prototype)
+        q /= per_prototype * q.shape[0]
+        q /= q.sum(dim=0, keepdim=True) * batch
+    return (q * batch).t()
 
 
 class DINOLoss(nn.Module):
@@ -17,12 +49,15 @@ class DINOLoss(nn.Module):
     The loss is the mean over teacher views ``t`` (the globals) and student views ``s != t`` of
     ``-sum softmax((g_t - c) / tau_t) * log_softmax(f_s / tau_s)``. The centre ``c`` follows
     ``c <- m c + (1 - m) mean(g)``, the mean all-reduced across ranks when a process group is
-    initialised.
+    initialised. With ``centering="sinkhorn"`` the teacher targets are instead balanced over
+    the batch by :func:`sinkhorn_knopp` (DINOv2), which keeps them sharp and different from
+    image to image from the first step; the centre is still tracked for monitoring.
 
     Args:
         out_dim: head output size.
         student_temp: tau_s (0.1).
         center_momentum: m (0.9).
+        centering: ``"ema"`` (DINO) or ``"sinkhorn"`` (DINOv2).
 
     Example:
         >>> loss_fn = DINOLoss(out_dim=16)
@@ -31,8 +66,17 @@ class DINOLoss(nn.Module):
         >>> loss = loss_fn(student, teacher, teacher_temp=0.04)
     """
 
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+    def __init__(
+        self,
+        out_dim: int,
+        student_temp: float = 0.1,
+        center_momentum: float = 0.9,
+        centering: str = "ema",
+    ):
         super().__init__()
+        if centering not in ("ema", "sinkhorn"):
+            raise ValueError(f"centering must be 'ema' or 'sinkhorn', got {centering!r}")
+        self.centering = centering
         self.student_temp = student_temp
         self.center_momentum = center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
@@ -61,10 +105,13 @@ class DINOLoss(nn.Module):
                 f"outputs have {student_out[0].shape[-1]} dims, loss expects {self.center.shape[-1]}"
             )
         log_p = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student_out]
-        q = [
-            F.softmax((t.float() - self.center) / teacher_temp, dim=-1).detach()
-            for t in teacher_out
-        ]
+        if self.centering == "sinkhorn":
+            q = sinkhorn_knopp(torch.cat(teacher_out).float(), teacher_temp).chunk(len(teacher_out))
+        else:
+            q = [
+                F.softmax((t.float() - self.center) / teacher_temp, dim=-1).detach()
+                for t in teacher_out
+            ]
         total, pairs = 0.0, 0
         for ti, qt in enumerate(q):
             for si, lp in enumerate(log_p):

@@ -14,6 +14,7 @@ from lafslib.models.heads import DINOHead
 from lafslib.models.iresnet import IResNet
 from lafslib.models.landmark_net import LandmarkNet
 from lafslib.models.part_fvit import PartFViT
+from lafslib.models.ssl_features import SSLFeatures
 from lafslib.models.timm_backbone import TimmViT
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "IResNet",
     "LandmarkNet",
     "PartFViT",
+    "SSLFeatures",
     "TimmViT",
     "ModelInfo",
     "create_model",

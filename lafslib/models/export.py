@@ -15,15 +15,34 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lafslib.models._registry import create_model, model_info
+from lafslib.models.ssl_features import SSLFeatures
 
 __all__ = ["save_export", "load_export", "read_export_info"]
 
 
-def save_export(model: nn.Module, out_dir: str | os.PathLike[str], **extra: Any) -> Path:
-    """Write ``model.safetensors`` and ``model.json`` into ``out_dir`` (atomically per file)."""
+FEATURES = ("head", "ssl")
+
+
+def save_export(
+    model: nn.Module, out_dir: str | os.PathLike[str], feature: str = "head", **extra: Any
+) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``out_dir`` (atomically per file).
+
+    Args:
+        model: the backbone.
+        out_dir: export folder.
+        feature: what the export embeds with: ``"head"`` (the backbone's embedding head, as
+            trained by finetuning) or ``"ssl"`` (its self-supervised feature ``forward_ssl``,
+            for pretraining exports); recorded in ``model.json`` with its width.
+        extra: more ``model.json`` entries (step, source, ...).
+    """
+    if feature not in FEATURES:
+        raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = model_info(model).to_dict()
+    info["feature"] = feature
+    info["feature_dim"] = int(model.ssl_dim if feature == "ssl" else info["embed_dim"])
     info.update(extra)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = out / "model.safetensors.tmp"
@@ -45,7 +64,9 @@ def read_export_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_export(path: str | os.PathLike[str], strict: bool = True) -> nn.Module:
-    """Rebuild an exported model (eval mode) from its folder."""
+    """Rebuild an exported model (eval mode) from its folder; an export whose ``model.json``
+    says ``"feature": "ssl"`` comes wrapped in :class:`SSLFeatures`, so that calling it gives
+    the self-supervised feature."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     info = read_export_info(folder)
@@ -59,4 +80,9 @@ def load_export(path: str | os.PathLike[str], strict: bool = True) -> nn.Module:
             f"{weights}: weights do not match model '{info['name']}': "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
-    return model.eval()
+    feature = info.get("feature", "head")
+    if feature not in FEATURES:
+        raise ValueError(
+            f"{folder / 'model.json'}: feature must be one of {FEATURES}, got {feature!r}"
+        )
+    return (SSLFeatures(model) if feature == "ssl" else model).eval()
