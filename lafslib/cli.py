@@ -8,7 +8,9 @@ Each subcommand is one ``_add_<name>(subparsers)`` function below that declares 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,12 +24,23 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 def _command(
     sub: argparse._SubParsersAction, name: str, help_text: str, examples: str
 ) -> argparse.ArgumentParser:
-    return sub.add_parser(
+    p = sub.add_parser(
         name,
         help=help_text,
         description=help_text,
         epilog="examples:\n" + examples.strip("\n"),
         formatter_class=_Formatter,
+    )
+    _add_debug(p, argparse.SUPPRESS)  # SUPPRESS: 'lafs --debug CMD' is not reset by CMD
+    return p
+
+
+def _add_debug(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="show the traceback of an error (also: LAFS_DEBUG=1)",
     )
 
 
@@ -857,28 +870,46 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lafslib {__version__}")
+    _add_debug(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _COMMANDS:
         add(sub)
     return parser
 
 
+# What a user can cause: the lafslib hierarchy, plus the built-in errors of paths and values that
+# library code raises for bad inputs. Everything else is a bug and keeps its traceback.
+_USER_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    ValueError,
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``lafs`` console script."""
-    from lafslib.config import ConfigError
+    """Entry point of the ``lafs`` console script.
+
+    A user error (:class:`lafslib.errors.LafsUserError` and the path and value errors above)
+    exits with code 2 and one line on stderr naming the file or key; ``--debug`` or
+    ``LAFS_DEBUG=1`` prints the traceback first.
+    """
+    from lafslib.errors import ConfigError, LafsUserError, user_message
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    debug = getattr(args, "debug", False) or os.environ.get("LAFS_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"lafs {args.command}: invalid recipe: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"lafs {args.command}: error: {exc}", file=sys.stderr)
+    except (LafsUserError, *_USER_ERRORS) as exc:
+        if debug:
+            traceback.print_exc()
+        kind = "invalid recipe" if isinstance(exc, ConfigError) else "error"
+        print(f"lafs {args.command}: {kind}: {user_message(exc)}", file=sys.stderr)
         return 2
 
 

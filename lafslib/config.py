@@ -24,6 +24,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from lafslib.errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "RunConfig",
@@ -47,10 +49,6 @@ __all__ = [
     "dump_config",
     "apply_overrides",
 ]
-
-
-class ConfigError(ValueError):
-    """A recipe is invalid: the message names the key and the recipe file."""
 
 
 REQUIRED: Any = MISSING

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from lafslib.data.images import BadImageError, decode_image
+from lafslib.errors import UnsafeFileError
 
 __all__ = ["UnsafePickleError", "load_bin", "load_bin_raw", "write_bin"]
 
@@ -29,7 +30,7 @@ _NUMPY_GLOBALS = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(UnsafeFileError):
     """A ``.bin`` pickle asked for something a verification set never contains."""
 
 

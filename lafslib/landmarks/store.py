@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lafslib.errors import DataError
+
 __all__ = ["LandmarkFileError", "LandmarkTable", "load_landmarks", "save_landmarks"]
 
 
-class LandmarkFileError(ValueError):
+class LandmarkFileError(DataError):
     """A landmark sidecar is malformed; the message names the file and the row."""
 
 

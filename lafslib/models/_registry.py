@@ -13,6 +13,8 @@ from typing import Any
 
 from torch import nn
 
+from lafslib.errors import UnknownModelError
+
 __all__ = ["ModelInfo", "register_model", "create_model", "list_models", "model_info"]
 
 
@@ -55,11 +57,13 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the model registered as ``name`` with factory keyword arguments.
 
     Raises:
-        KeyError: unknown name (the message lists close matches).
+        UnknownModelError: unknown name (a KeyError; the message lists close matches).
     """
     if name not in _REGISTRY:
-        close = [n for n in _REGISTRY if name.split("_")[0] in n][:8]
-        raise KeyError(f"unknown model '{name}'; similar: {close or sorted(_REGISTRY)[:8]}")
+        close = [n for n in _REGISTRY if str(name).split("_")[0] in n][:8]
+        raise UnknownModelError(
+            f"unknown model '{name}'; similar: {close or sorted(_REGISTRY)[:8]}"
+        )
     model = _REGISTRY[name](**kwargs)
     info = getattr(model, "pretrained_cfg", None)
     if isinstance(info, ModelInfo):
