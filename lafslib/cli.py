@@ -180,13 +180,26 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("recipe", help="YAML recipe with task: pretrain")
     _add_overrides(p)
-    p.add_argument(
+    _add_run_dir_options(p)
+    p.set_defaults(func=_run_pretrain)
+
+
+def _add_run_dir_options(p: argparse.ArgumentParser) -> None:
+    """--resume / --overwrite: what to do with a run directory that already holds a run."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
         "--resume",
         default=None,
         metavar="auto|PATH",
-        help="continue from the run's latest checkpoint (auto) or from a checkpoint file",
+        help="continue from the run's latest checkpoint (auto) or from a checkpoint file; "
+        "without it, run.output_dir must be empty or new",
     )
-    p.set_defaults(func=_run_pretrain)
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a run directory that holds a run: the old run is moved to "
+        "<dir>.replaced-<time> (never deleted)",
+    )
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
@@ -196,7 +209,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     cfg = load_recipe(args.recipe, args.overrides)
     if cfg.task != "pretrain":
         raise ConfigError(f"{args.recipe}: 'lafs pretrain' needs task: pretrain, got {cfg.task}")
-    run_dir = pretrain(cfg, resume=args.resume)
+    run_dir = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"run directory: {run_dir}")
     return 0
 
@@ -407,7 +420,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", help="YAML recipe with task: finetune")
     p.add_argument("--init", default=None, help="export folder to start from (sets init:)")
     _add_overrides(p)
-    p.add_argument("--resume", default=None, metavar="auto|PATH", help="continue a run")
+    _add_run_dir_options(p)
     p.set_defaults(func=_run_finetune)
 
 
@@ -419,7 +432,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
     cfg = load_recipe(args.recipe, overrides)
     if cfg.task != "finetune":
         raise ConfigError(f"{args.recipe}: 'lafs finetune' needs task: finetune, got {cfg.task}")
-    print(f"run directory: {finetune(cfg, resume=args.resume)}")
+    print(f"run directory: {finetune(cfg, resume=args.resume, overwrite=args.overwrite)}")
     return 0
 
 

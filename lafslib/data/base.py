@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from lafslib.data.images import BadImageCounter, BadImageError
+from lafslib.errors import DataError
 from lafslib.landmarks.store import LandmarkTable
 
-__all__ = ["FaceDataset"]
+__all__ = ["FaceDataset", "first_readable", "first_readable_sample"]
+
+
+def first_readable(
+    load: Callable[[int], Any], indices: Sequence[int], start: int, source: str
+) -> Any:
+    """``load(indices[start])``, or the first readable item after it (wrapping around).
+
+    A subset passes its own indices, so a bad image is replaced by another image of the
+    subset, never by one outside it.
+
+    Raises:
+        DataError: no index of ``indices`` is readable.
+    """
+    n = len(indices)
+    for offset in range(n):
+        try:
+            return load(indices[(start + offset) % n])
+        except BadImageError:
+            continue
+    raise DataError(f"{source}: no readable image among {n} files")
+
+
+def first_readable_sample(dataset: Any, limit: int = 100) -> dict[str, Any] | None:
+    """The raw sample of the first readable image among the first ``limit`` (None if none)."""
+    sample = getattr(dataset, "sample", None)
+    for i in range(min(len(dataset), limit) if sample is not None else 0):
+        try:
+            return sample(i)
+        except BadImageError:
+            continue
+    return None
 
 
 class FaceDataset(Dataset):
@@ -22,16 +54,17 @@ class FaceDataset(Dataset):
     when unlabelled), "index": int, "path": str, "landmarks": float32 (K, 2) px (only when a
     sidecar is attached)}``. An unreadable image is counted in :attr:`bad_images`, reported
     with a warning naming the file, and replaced by the next readable one, so an epoch never
-    stops on a bad file.
+    stops on a bad file; :meth:`load` raises instead, for subsets that replace it themselves.
     """
 
     labelled: bool = False
     landmarks: LandmarkTable | None = None
+    location: str = ""  # the folder or file, for messages
 
     def __init__(self, transform: Callable[[dict[str, Any]], Any] | None = None) -> None:
         self.transform = transform
         self.bad_images = BadImageCounter()
-        self._bad: set[int] = set()
+        self._bad: dict[int, str] = {}
 
     def _load(self, index: int) -> tuple[np.ndarray, str]:
         raise NotImplementedError
@@ -58,20 +91,24 @@ class FaceDataset(Dataset):
             out["landmarks"] = self.landmarks[key].copy()
         return out
 
+    def load(self, index: int) -> Any:
+        """The transformed sample at ``index``.
+
+        Raises:
+            BadImageError: the image is unreadable (counted and reported once).
+        """
+        if index in self._bad:
+            raise BadImageError(self._bad[index])
+        try:
+            out = self.sample(index)
+        except BadImageError as exc:
+            self._bad[index] = str(exc)
+            self.bad_images.record(exc, str(index))
+            raise
+        return self.transform(out) if self.transform is not None else out
+
     def __getitem__(self, index: int) -> Any:
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {n} images")
-        index %= n
-        for step in range(n):
-            i = (index + step) % n
-            if i in self._bad:
-                continue
-            try:
-                out = self.sample(i)
-            except BadImageError as exc:
-                self._bad.add(i)
-                self.bad_images.record(exc, str(i))
-                continue
-            return self.transform(out) if self.transform is not None else out
-        raise RuntimeError(f"{type(self).__name__}: no readable image among {n} files")
+        return first_readable(self.load, range(n), index % n, self.location or type(self).__name__)

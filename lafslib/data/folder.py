@@ -63,6 +63,7 @@ class ImageFolderDataset(FaceDataset):
     ) -> None:
         super().__init__(transform)
         self.root = Path(root)
+        self.location = str(self.root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.root}")
         self.labelled = labelled

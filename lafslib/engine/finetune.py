@@ -26,10 +26,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from lafslib.config import ConfigError, FinetuneConfig, config_to_dict
 from lafslib.data import open_dataset
+from lafslib.data.base import first_readable
 from lafslib.engine.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
     prune_checkpoints,
+    restoring,
+    resume_checkpoint,
     save_checkpoint,
 )
 from lafslib.engine.distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
@@ -106,7 +107,11 @@ def few_shot_indices(
 
 
 class FewShotSubset(Dataset):
-    """A subset with labels remapped to ``0 .. C'-1``."""
+    """A subset with labels remapped to ``0 .. C'-1``.
+
+    An unreadable image is replaced by the next readable image of the subset (never by one
+    outside it, whose identity may not be in the subset).
+    """
 
     def __init__(self, dataset: Dataset, indices: list[int], label_map: dict[int, int]) -> None:
         self.dataset, self.indices, self.label_map = dataset, indices, label_map
@@ -116,7 +121,12 @@ class FewShotSubset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> Any:
-        x, y, kp = self.dataset[self.indices[i]]
+        load = getattr(self.dataset, "load", None)
+        if load is None:
+            x, y, kp = self.dataset[self.indices[i]]
+        else:
+            where = getattr(self.dataset, "location", "") or type(self.dataset).__name__
+            x, y, kp = first_readable(load, self.indices, i, f"{where} (training subset)")
         return x, self.label_map[y], kp
 
 
@@ -253,16 +263,23 @@ def _margin_loss(cfg: FinetuneConfig) -> nn.Module:
     return AdaFaceLoss(c.scale, c.margin, c.h, c.t_alpha, 0.7 if c.name == "frabsm" else 1.0)
 
 
-def finetune(cfg: FinetuneConfig, resume: str | None = None) -> Path:
-    """Run supervised adaptation; returns the run directory (its ``export/`` holds the model)."""
+def finetune(cfg: FinetuneConfig, resume: str | None = None, overwrite: bool = False) -> Path:
+    """Run supervised adaptation; returns the run directory (its ``export/`` holds the model).
+
+    Args:
+        cfg: the resolved recipe.
+        resume: ``"auto"`` (latest checkpoint of the run, if any), a checkpoint path, or None
+            (then ``run.output_dir`` must be empty or new).
+        overwrite: move a previous run in ``run.output_dir`` aside first.
+    """
     info = init_distributed(cfg.run.device)
     try:
-        return _finetune(cfg, info, resume)
+        return _finetune(cfg, info, resume, overwrite)
     finally:
         cleanup()
 
 
-def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
+def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None, overwrite: bool) -> Path:
     device = info.device
     if cfg.run.precision == "fp16" and device.type != "cuda":
         raise ValueError("run.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
@@ -272,7 +289,7 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
     if cfg.init:
         init_info = read_export_info(cfg.init)
         cfg.model.name, cfg.model.kwargs = init_info["name"], dict(init_info.get("kwargs", {}))
-    run_dir = prepare_run_dir(cfg, info.world_size, info.is_main)
+    run_dir = prepare_run_dir(cfg, info.world_size, info.is_main, resume, overwrite)
     logger = RunLogger(run_dir, info.is_main, cfg.run.tensorboard)
     d = cfg.data
     base = open_dataset(
@@ -353,10 +370,11 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
 
     step = 0
     ckpt_dir = run_dir / "checkpoints"
-    if resume:
-        path = latest_checkpoint(ckpt_dir) if resume == "auto" else Path(resume)
-        if path is not None:
-            state = load_checkpoint(path)
+    keys = ("model", "classifier", "optimizer", "scaler", "loss", "rng")
+    found = resume_checkpoint(ckpt_dir, resume, "finetune", keys) if resume else None
+    if found is not None:
+        path, state = found
+        with restoring(path):
             model.load_state_dict({k[len("backbone.") :]: v for k, v in state["model"].items()})
             classifier.load_full_weight(state["classifier"].to(device))
             optimizer.load_state_dict(state["optimizer"])
@@ -364,9 +382,8 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
             classifier.margin_loss.load_state_dict(state["loss"])
             step = int(state["step"])
             set_rng_state(state["rng"])
-            logger.print(f"resumed from {path} at step {step}")
-        elif resume != "auto":
-            raise FileNotFoundError(f"checkpoint not found: {resume}")
+        logger.print(f"resumed from {path} at step {step}")
+    logger.resume_at(step)
 
     def save(at: int) -> None:
         centres = classifier.full_weight()  # collective: every rank takes part
@@ -384,7 +401,7 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
                     "config": config_to_dict(cfg),
                 },
             )
-            prune_checkpoints(ckpt_dir, cfg.run.keep_last)
+            prune_checkpoints(ckpt_dir, cfg.run.keep_last, upto=at)
 
     use_kp = _needs_keypoints(model)
     logger.print(

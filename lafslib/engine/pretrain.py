@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from lafslib.config import PretrainConfig, ViewsConfig, config_to_dict
 from lafslib.data import open_dataset
 from lafslib.engine.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
     prune_checkpoints,
+    restoring,
+    resume_checkpoint,
     save_checkpoint,
 )
 from lafslib.engine.distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
@@ -220,28 +220,30 @@ def _monitor(
     backbone.train(was_training)
 
 
-def pretrain(cfg: PretrainConfig, resume: str | None = None) -> Path:
+def pretrain(cfg: PretrainConfig, resume: str | None = None, overwrite: bool = False) -> Path:
     """Run self-supervised pretraining; returns the run directory.
 
     Args:
         cfg: the resolved recipe.
-        resume: ``"auto"`` (latest checkpoint of the run, if any), a checkpoint path, or None.
+        resume: ``"auto"`` (latest checkpoint of the run, if any), a checkpoint path, or None
+            (then ``run.output_dir`` must be empty or new).
+        overwrite: move a previous run in ``run.output_dir`` aside first.
     """
     info: DistInfo = init_distributed(cfg.run.device)
     try:
-        return _pretrain(cfg, info, resume)
+        return _pretrain(cfg, info, resume, overwrite)
     finally:
         cleanup()
 
 
-def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
+def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite: bool) -> Path:
     device = info.device
     if cfg.run.precision == "fp16" and device.type != "cuda":
         raise ValueError("run.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     seed_everything(cfg.run.seed)  # identical initial weights on every rank
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    run_dir = prepare_run_dir(cfg, info.world_size, info.is_main)
+    run_dir = prepare_run_dir(cfg, info.world_size, info.is_main, resume, overwrite)
     logger = RunLogger(run_dir, info.is_main, cfg.run.tensorboard)
 
     views = build_views(cfg.views)
@@ -322,10 +324,11 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
 
     step = 0
     ckpt_dir = run_dir / "checkpoints"
-    if resume:
-        path = latest_checkpoint(ckpt_dir) if resume == "auto" else Path(resume)
-        if path is not None:
-            state = load_checkpoint(path, map_location="cpu")
+    keys = ("student", "teacher", "optimizer", "scaler", "loss", "rng")
+    found = resume_checkpoint(ckpt_dir, resume, "pretrain", keys) if resume else None
+    if found is not None:
+        path, state = found
+        with restoring(path):
             student.load_state_dict(state["student"])
             teacher.load_state_dict(state["teacher"])
             optimizer.load_state_dict(state["optimizer"])
@@ -333,9 +336,8 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
             loss_fn.load_state_dict(state["loss"])
             step = int(state["step"])
             set_rng_state(state["rng"])
-            logger.print(f"resumed from {path} at step {step}")
-        elif resume != "auto":
-            raise FileNotFoundError(f"checkpoint not found: {resume}")
+        logger.print(f"resumed from {path} at step {step}")
+    logger.resume_at(step)
 
     def save(at_step: int) -> None:
         if not info.is_main:
@@ -351,14 +353,16 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
             "config": config_to_dict(cfg),
         }
         save_checkpoint(ckpt_dir / f"step_{at_step:08d}.pt", state)
-        prune_checkpoints(ckpt_dir, cfg.run.keep_last)
+        prune_checkpoints(ckpt_dir, cfg.run.keep_last, upto=at_step)
 
-    if info.is_main and step == 0:
+    if info.is_main and step == 0 and cfg.run.tensorboard:
+        from lafslib.data.base import first_readable_sample
         from lafslib.viz import views_grid
 
         base = dataset.dataset.dataset if isinstance(dataset.dataset, Subset) else dataset.dataset
-        sample = base.sample(0)
-        logger.image("views", views_grid(sample, views(sample)), 0)
+        sample = first_readable_sample(base)
+        if sample is not None:
+            logger.image("views", views_grid(sample, views(sample)), 0)
     logger.print(
         f"pretraining {cfg.model.name} on {len(dataset)} images: {last_step} steps "
         f"({steps_per_epoch}/epoch), global batch {global_batch}, world size {info.world_size}, "

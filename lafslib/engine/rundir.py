@@ -1,4 +1,11 @@
-"""Run directories: resolved ``config.yaml`` and ``env.json`` (versions, git SHA, world size)."""
+"""Run directories: resolved ``config.yaml`` and ``env.json`` (versions, git SHA, world size).
+
+A run directory holds one run. Starting a run in a directory that is not empty is refused
+(:class:`~lafslib.errors.RunDirError`, naming the directory and the ways forward) unless the
+run resumes (``--resume``), or ``overwrite`` moves the old run aside to
+``<dir>.replaced-<time>`` first: a rerun never mixes its config, metrics or checkpoints with
+another run's, and never deletes them.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,17 @@ import json
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lafslib.config import dump_config
+from lafslib.engine.checkpoint import list_checkpoints, remove_stale_temporaries
+from lafslib.errors import RunDirError
 
-__all__ = ["prepare_run_dir", "environment"]
+__all__ = ["prepare_run_dir", "claim_run_dir", "environment"]
 
 
 def environment(world_size: int) -> dict[str, Any]:
@@ -42,11 +52,77 @@ def environment(world_size: int) -> dict[str, Any]:
     }
 
 
-def prepare_run_dir(cfg: Any, world_size: int, is_main: bool) -> Path:
-    """Create the run folder and, on rank 0, write ``config.yaml`` and ``env.json``."""
+def _describe(run_dir: Path) -> str:
+    found = list_checkpoints(run_dir / "checkpoints")
+    if found:
+        return f"a run with {len(found)} checkpoint(s) up to step {found[-1][0]}"
+    if (run_dir / "config.yaml").is_file():
+        return "a run (config.yaml, no checkpoint yet)"
+    return "files that are not a lafslib run"
+
+
+def claim_run_dir(
+    run_dir: str | Path, resume: str | None = None, overwrite: bool = False
+) -> Path | None:
+    """Check that a run may write into ``run_dir`` (rank 0, before anything is written).
+
+    Args:
+        run_dir: ``run.output_dir``.
+        resume: the ``--resume`` value: a resumed run continues the run already there.
+        overwrite: move a previous run aside to ``<run_dir>.replaced-<time>`` (never deleted).
+
+    Returns:
+        Where the previous run was moved, or None.
+
+    Raises:
+        RunDirError: ``run_dir`` is not empty (and neither ``resume`` nor ``overwrite``), or
+            is not a folder, or ``overwrite`` would move a folder that holds no lafslib run.
+    """
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise RunDirError(f"{run_dir}: --resume and --overwrite exclude each other")
+    if not run_dir.exists():
+        return None
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run.output_dir is a file, not a folder")
+    if not any(run_dir.iterdir()):
+        return None
+    is_run = (run_dir / "config.yaml").is_file() or (run_dir / "checkpoints").is_dir()
+    if not is_run:
+        raise RunDirError(
+            f"{run_dir} is not empty and holds no lafslib run (no config.yaml, no checkpoints/); "
+            "choose an empty or new run directory (--set run.output_dir=...)"
+        )
+    if resume:
+        return None
+    if overwrite:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}-{n}")
+        run_dir.rename(target)
+        return target
+    raise RunDirError(
+        f"{run_dir} already holds {_describe(run_dir)}; continue it with --resume auto, "
+        "use another run directory (--set run.output_dir=...), or start over with --overwrite "
+        f"(moves it to {run_dir.name}.replaced-<time>)"
+    )
+
+
+def prepare_run_dir(
+    cfg: Any, world_size: int, is_main: bool, resume: str | None = None, overwrite: bool = False
+) -> Path:
+    """Claim the run folder (:func:`claim_run_dir`) and, on rank 0, write ``config.yaml`` and
+    ``env.json`` and remove the temporary files of killed checkpoint writes."""
     run_dir = Path(cfg.run.output_dir)
     if is_main:
+        moved = claim_run_dir(run_dir, resume, overwrite)
+        if moved is not None:
+            print(f"moved the previous run in {run_dir} to {moved}", flush=True)
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir / "checkpoints")
         dump_config(cfg, run_dir / "config.yaml")
         (run_dir / "env.json").write_text(json.dumps(environment(world_size), indent=2) + "\n")
     return run_dir
