@@ -161,6 +161,10 @@ def _run_data_info(args: argparse.Namespace) -> int:
                     info.setdefault("unreadable", []).append(str(exc))
         info["unreadable_count"] = len(info.get("unreadable", []))
     print(json.dumps(info, indent=2))
+    if args.check and info["unreadable_count"] == len(ds):
+        from lafslib.errors import DataError
+
+        raise DataError(f"{args.source}: none of the {len(ds)} images is readable")
     return 0
 
 

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from lafslib.data.base import FaceDataset
-from lafslib.data.images import decode_image
+from lafslib.data.images import BadImageError, decode_image
 from lafslib.landmarks.store import load_landmarks
 
 __all__ = [
@@ -211,9 +211,16 @@ class RecordReader:
                 return _MAGIC_BYTES.join(parts)
 
     def read_header(self, key: int) -> IRHeader:
-        """Only the :class:`IRHeader` of record ``key`` (reads a few bytes)."""
+        """Only the :class:`IRHeader` of record ``key`` (reads a few bytes).
+
+        Raises:
+            ValueError: the record's framing is corrupt (bad magic) or its header truncated.
+        """
         f = self._file()
-        f.seek(self.offsets[key] + 8)
+        f.seek(self.offsets[key])
+        frame = f.read(8)
+        if len(frame) < 8 or struct.unpack("<I", frame[:4])[0] != MAGIC:
+            raise ValueError(f"{self.rec_path}: bad magic in record {key}")
         head = f.read(_HEADER.size)
         flag = _HEADER.unpack_from(head)[0] if len(head) == _HEADER.size else 0
         header, _ = unpack_record(head + f.read(4 * flag))
@@ -246,6 +253,7 @@ class RecordIODataset(FaceDataset):
     ) -> None:
         super().__init__(transform)
         self.reader = RecordReader(rec_path, idx_path)
+        self.location = str(self.reader.rec_path)
         if not self.reader.keys:
             raise ValueError(f"{rec_path}: the RecordIO file holds no records")
         header, rest = unpack_record(self.reader.read(self.reader.keys[0]))
@@ -256,17 +264,20 @@ class RecordIODataset(FaceDataset):
             self.image_keys = list(range(1, first_id))
             self.identity_range = (first_id, end_id)
             labels = np.full(len(self.image_keys), -1, dtype=np.int64)
-            for ident, key in enumerate(range(first_id, end_id)):
-                rng, _ = unpack_record(self.reader.read(key))
-                a, b = int(rng.label[0]), int(rng.label[1])
-                labels[a - 1 : b - 1] = ident
+            try:
+                for ident, key in enumerate(range(first_id, end_id)):
+                    rng, _ = unpack_record(self.reader.read(key))
+                    a, b = int(rng.label[0]), int(rng.label[1])
+                    labels[a - 1 : b - 1] = ident
+            except (ValueError, IndexError, TypeError):
+                labels[:] = -1  # corrupt identity records: read each image's own label below
             if (labels >= 0).all():
                 self._labels = labels.tolist()
         else:
             self.image_keys = list(self.reader.keys)
             self.identity_range = None
         if self._labels is None:
-            self._labels = [self._read_label(k) for k in self.image_keys]
+            self._labels = [self._read_label(i, k) for i, k in enumerate(self.image_keys)]
         if landmarks is not None:
             self.landmarks = load_landmarks(landmarks)
 
@@ -280,8 +291,13 @@ class RecordIODataset(FaceDataset):
         """Number of identities (max label + 1)."""
         return max(self.labels) + 1
 
-    def _read_label(self, key: int) -> int:
-        header = self.reader.read_header(key)
+    def _read_label(self, index: int, key: int) -> int:
+        try:
+            header = self.reader.read_header(key)
+        except ValueError as exc:  # a corrupt record: no label, and skipped like a bad image
+            self._bad[index] = f"{exc}"
+            self.bad_images.record(BadImageError(str(exc)), str(index))
+            return -1
         label = header.label
         return int(label if header.flag == 0 else label[0])
 
@@ -290,7 +306,10 @@ class RecordIODataset(FaceDataset):
 
     def _load(self, index: int) -> tuple[np.ndarray, str]:
         key = self.image_keys[index]
-        _, data = unpack_record(self.reader.read(key))
+        try:
+            _, data = unpack_record(self.reader.read(key))
+        except ValueError as exc:  # bad magic, truncated record: skipped like a bad JPEG
+            raise BadImageError(f"{self.reader.rec_path}:{key}: corrupt record ({exc})") from None
         return decode_image(data, f"{self.reader.rec_path}:{key}"), f"rec:{key}"
 
     def _label(self, index: int) -> int:

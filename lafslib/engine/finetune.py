@@ -87,14 +87,16 @@ def few_shot_indices(
     """Indices of a few-shot subset and the map from old to contiguous new labels.
 
     Keeps ``ceil(identity_fraction * C)`` identities (a seeded random choice) and, of each,
-    ``per_identity`` images (a seeded random choice; all when None).
+    ``per_identity`` images (a seeded random choice; all when None). Label -1 (a record whose
+    label is unreadable) is no identity: those images are left out.
     """
     if not 0 < identity_fraction <= 1:
         raise ValueError(f"data.identity_fraction must be in (0, 1], got {identity_fraction}")
     rng = np.random.default_rng(seed)
     by_id: dict[int, list[int]] = {}
     for i, y in enumerate(labels):
-        by_id.setdefault(int(y), []).append(i)
+        if int(y) >= 0:
+            by_id.setdefault(int(y), []).append(i)
     ids = sorted(by_id)
     keep = sorted(rng.permutation(ids)[: math.ceil(identity_fraction * len(ids))].tolist())
     indices = []
