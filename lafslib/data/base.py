@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,7 +12,7 @@ from torch.utils.data import Dataset
 
 from lafslib.data.images import BadImageCounter, BadImageError
 from lafslib.errors import DataError
-from lafslib.landmarks.store import LandmarkTable
+from lafslib.landmarks.store import LandmarkFileError, LandmarkTable, load_landmarks
 
 __all__ = ["FaceDataset", "first_readable", "first_readable_sample"]
 
@@ -68,6 +70,33 @@ class FaceDataset(Dataset):
 
     def _load(self, index: int) -> tuple[np.ndarray, str]:
         raise NotImplementedError
+
+    def _image_size(self) -> int | None:
+        """Longest side of the first readable image (the images of a dataset are aligned)."""
+        for i in range(min(len(self), 20)):
+            try:
+                image, _ = self._load(i)
+            except BadImageError:
+                continue
+            return int(max(image.shape[:2]))
+        return None
+
+    def attach_landmarks(self, path: str | os.PathLike[str]) -> LandmarkTable:
+        """Load a sidecar and check it fits: every point near the image (its range checked
+        against the images' size) and 5, 68 or a square grid of points per image.
+
+        Raises:
+            LandmarkFileError: naming the file (and the row).
+        """
+        table = load_landmarks(path, image_size=self._image_size())
+        k = table.num_points
+        if k not in (5, 68) and (k < 4 or math.isqrt(k) ** 2 != k):
+            raise LandmarkFileError(
+                f"{table.source}: {k} points per image; landmarks must be 5 (insightface order), "
+                "68 (iBUG) or a square grid (e.g. 196)"
+            )
+        self.landmarks = table
+        return table
 
     def _label(self, index: int) -> int:
         return -1

@@ -11,7 +11,6 @@ import numpy as np
 
 from lafslib.data.base import FaceDataset
 from lafslib.data.images import is_image_file, read_image
-from lafslib.landmarks.store import load_landmarks
 
 __all__ = ["ImageFolderDataset", "list_images", "find_sidecar"]
 
@@ -88,7 +87,7 @@ class ImageFolderDataset(FaceDataset):
         if landmarks == "auto":
             landmarks = find_sidecar(self.root)
         if landmarks is not None:
-            self.landmarks = load_landmarks(landmarks)
+            self.attach_landmarks(landmarks)
             missing = [f for f in self.files if f not in self.landmarks]
             if missing:
                 raise ValueError(

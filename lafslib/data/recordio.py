@@ -32,7 +32,6 @@ import numpy as np
 
 from lafslib.data.base import FaceDataset
 from lafslib.data.images import BadImageError, decode_image
-from lafslib.landmarks.store import load_landmarks
 
 __all__ = [
     "IRHeader",
@@ -279,7 +278,7 @@ class RecordIODataset(FaceDataset):
         if self._labels is None:
             self._labels = [self._read_label(i, k) for i, k in enumerate(self.image_keys)]
         if landmarks is not None:
-            self.landmarks = load_landmarks(landmarks)
+            self.attach_landmarks(landmarks)
 
     @property
     def labels(self) -> list[int]:

@@ -16,6 +16,7 @@ from lafslib.cli import main
 from lafslib.data import ImageFolderDataset, RecordIODataset, open_dataset, pack_folder
 from lafslib.data.images import BadImageError
 from lafslib.data.recordio import IRHeader, RecordReader, RecordWriter, pack_record, unpack_record
+from lafslib.landmarks.store import LandmarkFileError
 
 
 def test_labelled_folder(faces_mini: Path) -> None:
@@ -150,3 +151,33 @@ def test_data_info_check_fails_when_no_image_is_readable(
     assert '"unreadable_count": 2' in captured.out
     assert captured.err.strip().endswith("none of the 2 images is readable")
     assert str(tmp_path / "bad") in captured.err
+
+
+def _rewrite_sidecar(path: Path, points: int, row: int = 0, x: float | None = None) -> None:
+    lines = path.read_text().splitlines()
+    header = ["path"] + [f"{a}{i}" for i in range(points) for a in ("x", "y")]
+    out = [",".join(header)]
+    for i, line in enumerate(lines[1:]):
+        fields = line.split(",")
+        coords = (fields[1:] * 20)[: 2 * points]
+        if i == row and x is not None:
+            coords[0] = str(x)
+        out.append(",".join([fields[0], *coords]))
+    path.write_text("\n".join(out) + "\n")
+
+
+def test_folder_landmarks_are_checked_against_the_image_size(tmp_path: Path, face_folder) -> None:
+    face_folder(tmp_path, identities=1, per_identity=3)
+    _rewrite_sidecar(tmp_path / "landmarks5.csv", 5, row=1, x=5000)
+    with pytest.raises(LandmarkFileError, match=r"landmarks5\.csv: row 2 \(id0/1\.png\).*112px"):
+        ImageFolderDataset(tmp_path, labelled=True, landmarks="auto")
+
+
+@pytest.mark.parametrize("points", [3, 0])
+def test_a_sidecar_with_an_unusable_point_count_names_the_file(
+    tmp_path: Path, face_folder, points: int
+) -> None:
+    face_folder(tmp_path, identities=1, per_identity=2)
+    _rewrite_sidecar(tmp_path / "landmarks5.csv", points)
+    with pytest.raises(LandmarkFileError, match=rf"landmarks5\.csv: {points} points per image"):
+        open_dataset(tmp_path, labelled=True)
