@@ -34,6 +34,7 @@ __all__ = [
     "PathConflictError",
     "InputNotFoundError",
     "UnknownModelError",
+    "ModelArgumentError",
     "user_message",
 ]
 
@@ -79,6 +80,10 @@ class UnknownModelError(LafsUserError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; this one reads as a sentence
         return str(self.args[0]) if self.args else ""
+
+
+class ModelArgumentError(LafsUserError, TypeError):
+    """Model arguments (``model.kwargs``, an export's ``kwargs``) the model does not take."""
 
 
 def user_message(exc: BaseException) -> str:

@@ -37,7 +37,7 @@ from lafslib.engine.distributed import DistInfo, all_reduce_mean, cleanup, init_
 from lafslib.engine.logging import RunLogger
 from lafslib.engine.param_groups import param_groups_layer_decay
 from lafslib.engine.pretrain import SeededViews
-from lafslib.engine.rundir import prepare_run_dir
+from lafslib.engine.rundir import prepare_run_dir, write_run_files
 from lafslib.engine.sampler import ResumableSampler
 from lafslib.engine.schedules import warmup_cosine
 from lafslib.engine.state import autocast_context, rng_state, seed_everything, set_rng_state
@@ -46,7 +46,7 @@ from lafslib.landmarks.template import ARCFACE_TEMPLATE_112
 from lafslib.layers.lora import apply_lora, mark_only_lora_trainable, merge_lora
 from lafslib.losses import AdaFaceLoss, CombinedMarginLoss, PartialFC, frabsm_weights
 from lafslib.models import create_model, save_export
-from lafslib.models.export import read_export_info
+from lafslib.models.export import load_export_weights, read_export_info
 
 __all__ = [
     "FaceTransform",
@@ -324,10 +324,7 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None, overwrite
 
     model = create_model(cfg.model.name, **cfg.model.kwargs)
     if cfg.init:
-        from safetensors.torch import load_file
-
-        weights = Path(cfg.init) / "model.safetensors"
-        model.load_state_dict(load_file(str(weights)), strict=True)
+        load_export_weights(model, cfg.init)
     consistency = landmark_reference(model, cfg)  # the initial landmark CNN, frozen
     _apply_adapter(model, cfg)
     model = model.to(device)
@@ -386,6 +383,7 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None, overwrite
             set_rng_state(state["rng"])
         logger.print(f"resumed from {path} at step {step}")
     logger.resume_at(step)
+    write_run_files(run_dir, cfg, info.world_size, info.is_main)
 
     def save(at: int) -> None:
         centres = classifier.full_weight()  # collective: every rank takes part

@@ -30,7 +30,7 @@ from lafslib.engine.checkpoint import (
 from lafslib.engine.distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
 from lafslib.engine.ema import update_ema
 from lafslib.engine.logging import RunLogger
-from lafslib.engine.rundir import prepare_run_dir
+from lafslib.engine.rundir import prepare_run_dir, write_run_files
 from lafslib.engine.sampler import ResumableSampler
 from lafslib.engine.schedules import cosine_schedule, teacher_temperature, warmup_cosine
 from lafslib.engine.state import autocast_context, rng_state, seed_everything, set_rng_state
@@ -290,9 +290,9 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
         h.norm_last_layer,
     )
     if cfg.init:
-        from safetensors.torch import load_file
+        from lafslib.models.export import load_export_weights
 
-        backbone.load_state_dict(load_file(str(Path(cfg.init) / "model.safetensors")), strict=True)
+        load_export_weights(backbone, cfg.init)
         logger.print(f"student and teacher start from {cfg.init}")
     student = SSLNetwork(backbone, head, mosaic_views=cfg.views.kind == "lafs").to(device)
     teacher = copy.deepcopy(student)
@@ -338,6 +338,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
             set_rng_state(state["rng"])
         logger.print(f"resumed from {path} at step {step}")
     logger.resume_at(step)
+    write_run_files(run_dir, cfg, info.world_size, info.is_main)
 
     def save(at_step: int) -> None:
         if not info.is_main:

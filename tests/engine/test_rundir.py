@@ -157,3 +157,29 @@ def test_a_failed_write_leaves_no_temporary(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="No space"):
         save_checkpoint(tmp_path / "step_00000001.pt", {"x": Unsaveable(), "t": torch.ones(1)})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_start_that_produced_nothing_is_no_run_to_protect(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    missing = f"data.train={tmp_path / 'nowhere'}"
+    assert main(_pretrain_args(tmp_path, run, "run.max_steps=1", missing)) == 2
+    assert (run / "checkpoints").is_dir() and not (run / "config.yaml").exists()
+    assert main(_pretrain_args(tmp_path, run, "run.max_steps=1")) == 0  # no --resume needed
+
+
+def test_a_resume_that_does_not_fit_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert main(_pretrain_args(tmp_path, run, "run.max_steps=1")) == 0
+    before = _tree(run)
+    capsys.readouterr()
+    args = [
+        *_pretrain_args(tmp_path, run, "run.max_steps=2", "head.out_dim=32"),
+        "--resume",
+        "auto",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "step_00000001.pt: does not fit this recipe" in err and "size mismatch" in err
+    assert _tree(run) == before  # config.yaml, env.json and metrics.jsonl as they were
