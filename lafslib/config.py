@@ -187,7 +187,7 @@ class PretrainOptimConfig:
     clip_grad: float = bounded(3.0, ge=0)  # 0 disables clipping
     freeze_last_layer_epochs: int = bounded(1, ge=0)
     accumulate: int = bounded(1, ge=1)
-    drop_path: float = 0.1
+    drop_path: float | None = bounded(None, ge=0, lt=1)  # stochastic depth; None: the model's
 
 
 @dataclass
@@ -291,6 +291,7 @@ class FinetuneOptimConfig:
     head_weight_decay: float | None = bounded(None, ge=0)  # classifier (None: weight_decay)
     mixup_alpha: float = bounded(0.0, ge=0)  # lambda ~ Beta(alpha, alpha); 0: no mixup (LAFS: 0.2)
     mixup_prob: float = bounded(0.0, ge=0, le=1)  # probability that a batch is mixed (LAFS: 0.1)
+    drop_path: float | None = bounded(None, ge=0, lt=1)  # stochastic depth; None: the model's
 
 
 @dataclass

@@ -45,7 +45,7 @@ from lafslib.landmarks.grid import FLIP_5
 from lafslib.landmarks.template import ARCFACE_TEMPLATE_112
 from lafslib.layers.lora import apply_lora, mark_only_lora_trainable, merge_lora
 from lafslib.losses import AdaFaceLoss, CombinedMarginLoss, PartialFC, frabsm_weights
-from lafslib.models import create_model, save_export
+from lafslib.models import create_model, save_export, set_drop_path
 from lafslib.models.export import load_export_weights, read_export_info
 
 __all__ = [
@@ -325,6 +325,9 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None, overwrite
     model = create_model(cfg.model.name, **cfg.model.kwargs)
     if cfg.init:
         load_export_weights(model, cfg.init)
+    o = cfg.optim
+    if o.drop_path is not None and not set_drop_path(model, o.drop_path) and o.drop_path > 0:
+        raise ConfigError(f"optim.drop_path: {cfg.model.name} has no blocks with drop path")
     consistency = landmark_reference(model, cfg)  # the initial landmark CNN, frozen
     _apply_adapter(model, cfg)
     model = model.to(device)
@@ -332,7 +335,6 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None, overwrite
         consistency = consistency.to(device)
     dim = getattr(model, "embed_dim", None) or model.pretrained_cfg.embed_dim
     classifier = PartialFC(_margin_loss(cfg), dim, num_classes, cfg.loss.partial_fc_rate).to(device)
-    o = cfg.optim
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
     groups = param_groups_layer_decay(model, o.weight_decay, cfg.adapter.layer_decay, skip)
     head_scale = (o.head_lr / o.lr) if o.head_lr else 1.0

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from lafslib.config import PretrainConfig, ViewsConfig, config_to_dict
+from lafslib.config import ConfigError, PretrainConfig, ViewsConfig, config_to_dict
 from lafslib.data import open_dataset
 from lafslib.engine.checkpoint import (
     prune_checkpoints,
@@ -35,7 +35,7 @@ from lafslib.engine.sampler import ResumableSampler
 from lafslib.engine.schedules import cosine_schedule, teacher_temperature, warmup_cosine
 from lafslib.engine.state import autocast_context, rng_state, seed_everything, set_rng_state
 from lafslib.losses import DINOLoss
-from lafslib.models import DINOHead, create_model
+from lafslib.models import DINOHead, create_model, set_drop_path
 from lafslib.transforms import MultiCropViews, collate_views, group_views
 
 __all__ = ["SeededViews", "SSLNetwork", "build_views", "pretrain", "param_groups", "clip_gradients"]
@@ -93,7 +93,6 @@ def net_landmarks(cfg: PretrainConfig, run_dir: Path, info: DistInfo, logger: Ru
     exported Part fViT, e.g. LAFS stage 1) for every training image, predicted once on the
     aligned face into ``RUN/landmarks_net.npz`` and then moved with each view's crop and flip
     like any sidecar landmarks."""
-    from lafslib.config import ConfigError
     from lafslib.engine.distributed import barrier
     from lafslib.landmarks.annotate import annotate_dataset
     from lafslib.landmarks.detectors import LearnedLandmarkDetector
@@ -294,6 +293,8 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
 
         load_export_weights(backbone, cfg.init)
         logger.print(f"student and teacher start from {cfg.init}")
+    if o.drop_path is not None and not set_drop_path(backbone, o.drop_path) and o.drop_path > 0:
+        raise ConfigError(f"optim.drop_path: {cfg.model.name} has no blocks with drop path")
     student = SSLNetwork(backbone, head, mosaic_views=cfg.views.kind == "lafs").to(device)
     teacher = copy.deepcopy(student)
     for p in teacher.parameters():
