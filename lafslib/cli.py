@@ -208,11 +208,12 @@ def _add_run_dir_options(p: argparse.ArgumentParser) -> None:
 
 def _run_pretrain(args: argparse.Namespace) -> int:
     from lafslib.config import ConfigError, load_recipe
-    from lafslib.engine.pretrain import pretrain
 
-    cfg = load_recipe(args.recipe, args.overrides)
+    cfg = load_recipe(args.recipe, args.overrides)  # before the training stack is imported
     if cfg.task != "pretrain":
         raise ConfigError(f"{args.recipe}: 'lafs pretrain' needs task: pretrain, got {cfg.task}")
+    from lafslib.engine.pretrain import pretrain
+
     run_dir = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"run directory: {run_dir}")
     return 0
@@ -430,12 +431,13 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 
 def _run_finetune(args: argparse.Namespace) -> int:
     from lafslib.config import ConfigError, load_recipe
-    from lafslib.engine.finetune import finetune
 
     overrides = list(args.overrides) + ([f"init={args.init}"] if args.init else [])
-    cfg = load_recipe(args.recipe, overrides)
+    cfg = load_recipe(args.recipe, overrides)  # before the training stack is imported
     if cfg.task != "finetune":
         raise ConfigError(f"{args.recipe}: 'lafs finetune' needs task: finetune, got {cfg.task}")
+    from lafslib.engine.finetune import finetune
+
     print(f"run directory: {finetune(cfg, resume=args.resume, overwrite=args.overwrite)}")
     return 0
 

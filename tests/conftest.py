@@ -85,7 +85,7 @@ def write_face_folder(
     return files
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def face_folder():
     """Factory: ``face_folder(root, identities, per_identity)`` writes labelled synthetic faces
     with a 5-point sidecar and returns the image paths (sorted like the dataset)."""

@@ -32,6 +32,7 @@ import numpy as np
 
 from lafslib.data.base import FaceDataset
 from lafslib.data.images import BadImageError, decode_image
+from lafslib.errors import DataError, InputNotFoundError
 
 __all__ = [
     "IRHeader",
@@ -138,7 +139,7 @@ class RecordReader:
     def __init__(self, rec_path: str | os.PathLike[str], idx_path: str | None = None) -> None:
         self.rec_path = Path(rec_path)
         if not self.rec_path.is_file():
-            raise FileNotFoundError(f"RecordIO file not found: {self.rec_path}")
+            raise InputNotFoundError(f"RecordIO file not found: {self.rec_path}")
         self.idx_path = Path(idx_path) if idx_path else self.rec_path.with_suffix(".idx")
         if self.idx_path.is_file():
             self.offsets = self._read_idx()
@@ -157,7 +158,7 @@ class RecordReader:
             try:
                 offsets[int(parts[0])] = int(parts[1])
             except (ValueError, IndexError):
-                raise ValueError(
+                raise DataError(
                     f"{self.idx_path}: line {line_no}: expected 'key<TAB>offset'"
                 ) from None
         return offsets
@@ -172,7 +173,7 @@ class RecordReader:
                     break
                 magic, lrec = struct.unpack("<II", head)
                 if magic != MAGIC:
-                    raise ValueError(f"{self.rec_path}: bad magic at byte {pos}")
+                    raise DataError(f"{self.rec_path}: bad magic at byte {pos}")
                 cflag, length = lrec >> 29, lrec & _LEN_MASK
                 if cflag in (0, 1):
                     offsets[key] = pos
@@ -196,14 +197,14 @@ class RecordReader:
         while True:
             head = f.read(8)
             if len(head) < 8:
-                raise ValueError(f"{self.rec_path}: truncated record {key}")
+                raise DataError(f"{self.rec_path}: truncated record {key}")
             magic, lrec = struct.unpack("<II", head)
             if magic != MAGIC:
-                raise ValueError(f"{self.rec_path}: bad magic in record {key}")
+                raise DataError(f"{self.rec_path}: bad magic in record {key}")
             cflag, length = lrec >> 29, lrec & _LEN_MASK
             data = f.read(length)
             if len(data) < length:
-                raise ValueError(f"{self.rec_path}: truncated record {key}")
+                raise DataError(f"{self.rec_path}: truncated record {key}")
             f.seek(-length % 4, os.SEEK_CUR)
             parts.append(data)
             if cflag in (0, 3):
@@ -219,7 +220,7 @@ class RecordReader:
         f.seek(self.offsets[key])
         frame = f.read(8)
         if len(frame) < 8 or struct.unpack("<I", frame[:4])[0] != MAGIC:
-            raise ValueError(f"{self.rec_path}: bad magic in record {key}")
+            raise DataError(f"{self.rec_path}: bad magic in record {key}")
         head = f.read(_HEADER.size)
         flag = _HEADER.unpack_from(head)[0] if len(head) == _HEADER.size else 0
         header, _ = unpack_record(head + f.read(4 * flag))
@@ -254,7 +255,7 @@ class RecordIODataset(FaceDataset):
         self.reader = RecordReader(rec_path, idx_path)
         self.location = str(self.reader.rec_path)
         if not self.reader.keys:
-            raise ValueError(f"{rec_path}: the RecordIO file holds no records")
+            raise DataError(f"{rec_path}: the RecordIO file holds no records")
         header, rest = unpack_record(self.reader.read(self.reader.keys[0]))
         self._labels: list[int] | None = None
         if self.reader.keys[0] == 0 and header.flag > 0 and len(header.label) >= 2 and not rest:
@@ -339,10 +340,10 @@ def pack_folder(
 
     src = Path(src)
     if not src.is_dir():
-        raise FileNotFoundError(f"source folder not found: {src}")
+        raise InputNotFoundError(f"source folder not found: {src}")
     files = [f for f in list_images(src) if "/" in f]
     if not files:
-        raise ValueError(f"{src}: no images in identity sub-folders")
+        raise DataError(f"{src}: no images in identity sub-folders")
     good: list[str] = []
     skipped: list[str] = []
     for rel in tqdm(files, desc="check", unit="img", disable=not progress):
@@ -352,7 +353,7 @@ def pack_folder(
         except BadImageError:
             skipped.append(rel)
     if not good:
-        raise ValueError(f"{src}: none of the {len(files)} images is readable")
+        raise DataError(f"{src}: none of the {len(files)} images is readable")
     classes = sorted({f.split("/", 1)[0] for f in good})
     class_index = {c: i for i, c in enumerate(classes)}
     first_id = len(good) + 1
