@@ -87,15 +87,19 @@ class ModelArgumentError(LafsUserError, TypeError):
 
 
 def user_message(exc: BaseException) -> str:
-    """The one-line form of a user error: the first line of its message.
+    """What ``lafs`` prints for a user error: one line naming the file or key.
 
-    An error re-raised by a DataLoader worker carries the worker's traceback in its message;
-    only the original message (its last line) is kept.
+    A lafslib error prints its message (one line, except deliberate reports such as the key
+    lists of a failed ``lafs convert``); a built-in error only its first line. An error
+    re-raised by a DataLoader worker carries the worker's traceback in its message: only the
+    original message (its last line) is kept.
     """
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     if "Original Traceback" in text:
         last = [line for line in text.splitlines() if line.strip()][-1]
         name, sep, rest = last.partition(": ")
         text = rest if sep and name.replace(".", "").replace("_", "").isalnum() else last
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    lines = [line.rstrip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return "\n".join(lines) if isinstance(exc, LafsUserError) else lines[0]

@@ -11,7 +11,7 @@ from lafslib.cli import main
 from lafslib.config import ConfigError
 from lafslib.data.images import BadImageError
 from lafslib.data.verification import UnsafePickleError
-from lafslib.errors import LafsUserError, UnknownModelError, user_message
+from lafslib.errors import DataError, LafsUserError, UnknownModelError, user_message
 from lafslib.landmarks.store import LandmarkFileError
 from lafslib.models import create_model
 
@@ -44,6 +44,8 @@ def test_user_message_keeps_the_original_line_of_a_worker_error() -> None:
     )
     assert user_message(wrapped) == "a.jpg: empty file (0 bytes)"
     assert user_message(ValueError("first\nsecond")) == "first"
+    report = DataError("a.rec -> vit_test\n  MISSING 2: x, y")  # a deliberate report stays whole
+    assert user_message(report) == "a.rec -> vit_test\n  MISSING 2: x, y"
 
 
 def test_debug_flag_and_variable_show_the_traceback(
