@@ -93,6 +93,7 @@ def net_landmarks(cfg: PretrainConfig, run_dir: Path, info: DistInfo, logger: Ru
     exported Part fViT, e.g. LAFS stage 1) for every training image, predicted once on the
     aligned face into ``RUN/landmarks_net.npz`` and then moved with each view's crop and flip
     like any sidecar landmarks."""
+    from lafslib.config import ConfigError
     from lafslib.engine.distributed import barrier
     from lafslib.landmarks.annotate import annotate_dataset
     from lafslib.landmarks.detectors import LearnedLandmarkDetector
