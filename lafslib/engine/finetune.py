@@ -41,6 +41,7 @@ from lafslib.engine.rundir import prepare_run_dir, write_run_files
 from lafslib.engine.sampler import ResumableSampler
 from lafslib.engine.schedules import warmup_cosine
 from lafslib.engine.state import autocast_context, rng_state, seed_everything, set_rng_state
+from lafslib.errors import DataError
 from lafslib.landmarks.grid import FLIP_5
 from lafslib.landmarks.template import ARCFACE_TEMPLATE_112
 from lafslib.layers.lora import apply_lora, mark_only_lora_trainable, merge_lora
@@ -97,6 +98,8 @@ def few_shot_indices(
     for i, y in enumerate(labels):
         if int(y) >= 0:
             by_id.setdefault(int(y), []).append(i)
+    if not by_id:
+        raise DataError(f"none of the {len(labels)} training images has an identity label")
     ids = sorted(by_id)
     keep = sorted(rng.permutation(ids)[: math.ceil(identity_fraction * len(ids))].tolist())
     indices = []

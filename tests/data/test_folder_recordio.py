@@ -138,6 +138,8 @@ def test_a_corrupt_header_in_a_flat_rec_leaves_that_record_out(tmp_path: Path) -
         ds = RecordIODataset(tmp_path / "flat.rec")
     assert ds.labels == [0, -1, 1, 1] and ds[1]["index"] == 2
     assert few_shot_indices(ds.labels, None, 1.0, 0) == ([0, 2, 3], {0: 0, 1: 1})
+    with pytest.raises(ValueError, match="none of the 2 training images has an identity label"):
+        few_shot_indices([-1, -1], None, 1.0, 0)
 
 
 def test_data_info_check_fails_when_no_image_is_readable(
