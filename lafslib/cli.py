@@ -8,7 +8,9 @@ Each subcommand is one ``_add_<name>(subparsers)`` function below that declares 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,12 +24,23 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 def _command(
     sub: argparse._SubParsersAction, name: str, help_text: str, examples: str
 ) -> argparse.ArgumentParser:
-    return sub.add_parser(
+    p = sub.add_parser(
         name,
         help=help_text,
         description=help_text,
         epilog="examples:\n" + examples.strip("\n"),
         formatter_class=_Formatter,
+    )
+    _add_debug(p, argparse.SUPPRESS)  # SUPPRESS: 'lafs --debug CMD' is not reset by CMD
+    return p
+
+
+def _add_debug(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="show the traceback of an error (also: LAFS_DEBUG=1)",
     )
 
 
@@ -148,6 +161,10 @@ def _run_data_info(args: argparse.Namespace) -> int:
                     info.setdefault("unreadable", []).append(str(exc))
         info["unreadable_count"] = len(info.get("unreadable", []))
     print(json.dumps(info, indent=2))
+    if args.check and info["unreadable_count"] == len(ds):
+        from lafslib.errors import DataError
+
+        raise DataError(f"{args.source}: none of the {len(ds)} images is readable")
     return 0
 
 
@@ -167,23 +184,37 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("recipe", help="YAML recipe with task: pretrain")
     _add_overrides(p)
-    p.add_argument(
+    _add_run_dir_options(p)
+    p.set_defaults(func=_run_pretrain)
+
+
+def _add_run_dir_options(p: argparse.ArgumentParser) -> None:
+    """--resume / --overwrite: what to do with a run directory that already holds a run."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
         "--resume",
         default=None,
         metavar="auto|PATH",
-        help="continue from the run's latest checkpoint (auto) or from a checkpoint file",
+        help="continue from the run's latest checkpoint (auto) or from a checkpoint file; "
+        "without it, run.output_dir must be empty or new",
     )
-    p.set_defaults(func=_run_pretrain)
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a run directory that holds a run: the old run is moved to "
+        "<dir>.replaced-<time> (never deleted)",
+    )
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
     from lafslib.config import ConfigError, load_recipe
-    from lafslib.engine.pretrain import pretrain
 
-    cfg = load_recipe(args.recipe, args.overrides)
+    cfg = load_recipe(args.recipe, args.overrides)  # before the training stack is imported
     if cfg.task != "pretrain":
         raise ConfigError(f"{args.recipe}: 'lafs pretrain' needs task: pretrain, got {cfg.task}")
-    run_dir = pretrain(cfg, resume=args.resume)
+    from lafslib.engine.pretrain import pretrain
+
+    run_dir = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"run directory: {run_dir}")
     return 0
 
@@ -394,19 +425,20 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", help="YAML recipe with task: finetune")
     p.add_argument("--init", default=None, help="export folder to start from (sets init:)")
     _add_overrides(p)
-    p.add_argument("--resume", default=None, metavar="auto|PATH", help="continue a run")
+    _add_run_dir_options(p)
     p.set_defaults(func=_run_finetune)
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
     from lafslib.config import ConfigError, load_recipe
-    from lafslib.engine.finetune import finetune
 
     overrides = list(args.overrides) + ([f"init={args.init}"] if args.init else [])
-    cfg = load_recipe(args.recipe, overrides)
+    cfg = load_recipe(args.recipe, overrides)  # before the training stack is imported
     if cfg.task != "finetune":
         raise ConfigError(f"{args.recipe}: 'lafs finetune' needs task: finetune, got {cfg.task}")
-    print(f"run directory: {finetune(cfg, resume=args.resume)}")
+    from lafslib.engine.finetune import finetune
+
+    print(f"run directory: {finetune(cfg, resume=args.resume, overwrite=args.overwrite)}")
     return 0
 
 
@@ -857,28 +889,46 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lafslib {__version__}")
+    _add_debug(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _COMMANDS:
         add(sub)
     return parser
 
 
+# What a user can cause: the lafslib hierarchy, plus the built-in errors of paths and values that
+# library code raises for bad inputs. Everything else is a bug and keeps its traceback.
+_USER_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    ValueError,
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``lafs`` console script."""
-    from lafslib.config import ConfigError
+    """Entry point of the ``lafs`` console script.
+
+    A user error (:class:`lafslib.errors.LafsUserError` and the path and value errors above)
+    exits with code 2 and one line on stderr naming the file or key; ``--debug`` or
+    ``LAFS_DEBUG=1`` prints the traceback first.
+    """
+    from lafslib.errors import ConfigError, LafsUserError, user_message
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    debug = getattr(args, "debug", False) or os.environ.get("LAFS_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"lafs {args.command}: invalid recipe: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"lafs {args.command}: error: {exc}", file=sys.stderr)
+    except (LafsUserError, *_USER_ERRORS) as exc:
+        if debug:
+            traceback.print_exc()
+        kind = "invalid recipe" if isinstance(exc, ConfigError) else "error"
+        print(f"lafs {args.command}: {kind}: {user_message(exc)}", file=sys.stderr)
         return 2
 
 

@@ -4,7 +4,8 @@ A recipe is a YAML mapping whose top-level ``task`` key names its root dataclass
 (``pretrain`` or ``finetune``). ``base: other.yaml`` (relative to the recipe) inherits another
 recipe, deep-merged; ``--set a.b=c`` overrides one value, parsed as YAML and coerced to the
 field's type. Unknown keys, wrong types and missing required values raise :class:`ConfigError`
-naming the key and the recipe file, before any work starts. :func:`dump_config` writes the
+naming the key and the recipe file, before any work starts, and so do values out of their
+range (``run.log_every: 0``, ``data.batch_size: 0``, ...). :func:`dump_config` writes the
 resolved config as YAML that is itself a valid recipe.
 
 Example:
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
+
+from lafslib.errors import ConfigError
 
 __all__ = [
     "ConfigError",
@@ -49,11 +52,38 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A recipe is invalid: the message names the key and the recipe file."""
-
-
 REQUIRED: Any = MISSING
+
+
+def bounded(
+    default: Any,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A field whose value (when not None) must lie in the given range; checked at load."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    return field(default=default, metadata={"bounds": bounds})
+
+
+_SCALE = {"scale_range": True}  # [low, high] with 0 < low <= high <= 1 (crop area fractions)
+_RELATION = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def _check_value(value: Any, meta: Any, key: str, source: str) -> None:
+    """Raise :class:`ConfigError` when a loaded value is outside its field's range."""
+    if value is None:
+        return
+    for name, limit in meta.get("bounds", {}).items():
+        ok = {"ge": value >= limit, "gt": value > limit, "le": value <= limit, "lt": value < limit}
+        if not ok[name]:
+            rules = ", ".join(f"{_RELATION[n]} {v:g}" for n, v in meta["bounds"].items())
+            raise ConfigError(f"{source}: key '{key}' must be {rules}, got {value!r}")
+    if meta.get("scale_range") and not (len(value) == 2 and 0 < value[0] <= value[1] <= 1):
+        raise ConfigError(
+            f"{source}: key '{key}' must be [low, high] with 0 < low <= high <= 1, got {value!r}"
+        )
 
 
 # ----------------------------------------------------------------------------- sections
@@ -67,12 +97,12 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    log_every: int = 10
-    checkpoint_every: int = 500  # optimizer steps; the last step is always saved
-    keep_last: int = 3
+    log_every: int = bounded(10, ge=1)
+    checkpoint_every: int = bounded(500, ge=1)  # optimizer steps; the last step is always saved
+    keep_last: int = bounded(3, ge=1)  # checkpoints kept (the newest of this run)
     deterministic: bool = False
     tensorboard: bool = True
-    max_steps: int | None = None  # stop early after this many optimizer steps
+    max_steps: int | None = bounded(None, ge=1)  # stop early after this many optimizer steps
 
 
 @dataclass
@@ -84,12 +114,12 @@ class DataConfig:
 
     train: str = REQUIRED
     landmarks: str | None = None  # sidecar (.csv / .npz); None: look next to the data
-    batch_size: int = 64  # per process
-    num_workers: int = 0
-    max_images: int | None = None
-    synthetic_identities: int = 64
-    synthetic_per_identity: int = 8
-    synthetic_size: int = 112
+    batch_size: int = bounded(64, ge=1)  # per process
+    num_workers: int = bounded(0, ge=0)
+    max_images: int | None = bounded(None, ge=1)
+    synthetic_identities: int = bounded(64, ge=1)
+    synthetic_per_identity: int = bounded(8, ge=1)
+    synthetic_size: int = bounded(112, ge=16)
 
 
 @dataclass
@@ -100,16 +130,16 @@ class ViewsConfig:
     landmark_source: Literal["sidecar", "template", "net"] = "sidecar"
     landmark_net: str | None = None  # Part fViT export whose landmark CNN gives the landmarks
     landmark_grid: Literal["similarity", "tps"] = "similarity"  # 5/68 points -> N-point grid
-    global_views: int = 2
-    local_views: int = 8
-    num_landmarks: int = 196
-    local_landmarks: int = 36
-    patch_size: int = 8
-    sigma: float = 5.0
-    global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
-    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
-    local_size: int = 48
-    image_size: int = 112
+    global_views: int = bounded(2, ge=1)
+    local_views: int = bounded(8, ge=0)
+    num_landmarks: int = bounded(196, ge=1)
+    local_landmarks: int = bounded(36, ge=1)
+    patch_size: int = bounded(8, ge=1)
+    sigma: float = bounded(5.0, ge=0)
+    global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0], metadata=_SCALE)
+    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4], metadata=_SCALE)
+    local_size: int = bounded(48, ge=1)
+    image_size: int = bounded(112, ge=1)
 
 
 @dataclass
@@ -124,10 +154,10 @@ class ModelConfig:
 class DINOHeadConfig:
     """DINO projection head (Caron et al., ICCV 2021)."""
 
-    out_dim: int = 65536
-    hidden_dim: int = 2048
-    bottleneck_dim: int = 256
-    num_layers: int = 3
+    out_dim: int = bounded(65536, ge=1)
+    hidden_dim: int = bounded(2048, ge=1)
+    bottleneck_dim: int = bounded(256, ge=1)
+    num_layers: int = bounded(3, ge=1)
     use_bn: bool = False
     norm_last_layer: bool = True
 
@@ -136,30 +166,32 @@ class DINOHeadConfig:
 class DINOLossConfig:
     """DINO self-distillation loss temperatures and centre momentum."""
 
-    teacher_temp: float = 0.04
-    warmup_teacher_temp: float = 0.07
-    warmup_teacher_temp_epochs: int = 30
-    student_temp: float = 0.1
-    center_momentum: float = 0.9
+    teacher_temp: float = bounded(0.04, gt=0)
+    warmup_teacher_temp: float = bounded(0.07, gt=0)
+    warmup_teacher_temp_epochs: int = bounded(30, ge=0)
+    student_temp: float = bounded(0.1, gt=0)
+    center_momentum: float = bounded(0.9, ge=0, le=1)
     centering: Literal["ema", "sinkhorn"] = "ema"  # ema: DINO; sinkhorn: DINOv2
-    koleo_weight: float = 0.0  # KoLeo on the student's global-view SSL features (DINOv2: 0.1)
+    koleo_weight: float = bounded(
+        0.0, ge=0
+    )  # KoLeo on the student's global SSL features (DINOv2: 0.1)
 
 
 @dataclass
 class PretrainOptimConfig:
     """AdamW with warmup + cosine schedules, as in DINO."""
 
-    epochs: int = 100
-    lr: float = 5e-4  # per 256 images of total batch
-    min_lr: float = 1e-6
-    warmup_epochs: int = 10
-    weight_decay: float = 0.04
-    weight_decay_end: float = 0.4
-    momentum_teacher: float = 0.996
-    clip_grad: float = 3.0
-    freeze_last_layer_epochs: int = 1
-    accumulate: int = 1
-    drop_path: float = 0.1
+    epochs: int = bounded(100, ge=1)
+    lr: float = bounded(5e-4, ge=0)  # per 256 images of total batch
+    min_lr: float = bounded(1e-6, ge=0)
+    warmup_epochs: int = bounded(10, ge=0)
+    weight_decay: float = bounded(0.04, ge=0)
+    weight_decay_end: float = bounded(0.4, ge=0)
+    momentum_teacher: float = bounded(0.996, ge=0, le=1)
+    clip_grad: float = bounded(3.0, ge=0)  # 0 disables clipping
+    freeze_last_layer_epochs: int = bounded(1, ge=0)
+    accumulate: int = bounded(1, ge=1)
+    drop_path: float | None = bounded(None, ge=0, lt=1)  # stochastic depth; None: the model's
 
 
 @dataclass
@@ -167,8 +199,8 @@ class EvalConfig:
     """Periodic verification on insightface ``.bin`` sets."""
 
     bins: list[str] = field(default_factory=list)
-    every: int = 0  # optimizer steps; 0 disables periodic evaluation
-    batch_size: int = 128
+    every: int = bounded(0, ge=0)  # optimizer steps; 0 disables periodic evaluation
+    batch_size: int = bounded(128, ge=1)
     flip: bool = True
 
 
@@ -194,16 +226,16 @@ class FinetuneDataConfig:
 
     train: str = REQUIRED
     landmarks: str | None = None
-    batch_size: int = 64
-    num_workers: int = 0
-    max_images: int | None = None
-    images_per_identity: int | None = None  # few-shot: k images per identity
-    identity_fraction: float = 1.0  # few-shot: keep this fraction of identities
+    batch_size: int = bounded(64, ge=1)  # per process
+    num_workers: int = bounded(0, ge=0)
+    max_images: int | None = bounded(None, ge=1)
+    images_per_identity: int | None = bounded(None, ge=1)  # few-shot: k images per identity
+    identity_fraction: float = bounded(1.0, gt=0, le=1)  # few-shot: this fraction of identities
     flip: bool = True
-    image_size: int = 112
-    synthetic_identities: int = 64
-    synthetic_per_identity: int = 8
-    synthetic_size: int = 112
+    image_size: int = bounded(112, ge=1)
+    synthetic_identities: int = bounded(64, ge=1)
+    synthetic_per_identity: int = bounded(8, ge=1)
+    synthetic_size: int = bounded(112, ge=16)
 
 
 @dataclass
@@ -211,15 +243,15 @@ class AdapterConfig:
     """How the backbone is adapted."""
 
     mode: Literal["full", "lora", "rslora", "linear", "partial"] = "full"
-    layer_decay: float = 1.0  # layer-wise LR decay (full / partial)
-    lora_rank: int = 16
+    layer_decay: float = bounded(1.0, gt=0, le=1)  # layer-wise LR decay (full / partial)
+    lora_rank: int = bounded(16, ge=1)
     lora_alpha: float = 16.0
-    lora_dropout: float = 0.1
+    lora_dropout: float = bounded(0.1, ge=0, lt=1)
     lora_targets: list[str] = field(default_factory=lambda: ["q", "v"])  # of q, k, v, o
     lora_trainable: list[str] = field(default_factory=lambda: ["head"])  # also trained (prefixes)
     lora_module_pattern: str | None = None  # regex over module names (None: attention projections)
-    partial_from_block: int = 0
-    embedding_dim: int = 512
+    partial_from_block: int = bounded(0, ge=0)
+    embedding_dim: int = bounded(512, ge=1)
 
 
 @dataclass
@@ -227,7 +259,7 @@ class MarginLossConfig:
     """Margin softmax loss (ArcFace / CosFace / combined / AdaFace / FRABSM)."""
 
     name: Literal["arcface", "cosface", "combined", "adaface", "frabsm"] = "arcface"
-    scale: float = 64.0
+    scale: float = bounded(64.0, gt=0)
     m1: float = 1.0
     m2: float = 0.5
     m3: float = 0.0
@@ -235,12 +267,12 @@ class MarginLossConfig:
     h: float = 0.333
     t_alpha: float = 0.01
     gradient: Literal["true", "straight_through"] = "true"
-    mining_alpha: float = 0.0  # FRABSM sample-mining strength
+    mining_alpha: float = bounded(0.0, ge=0)  # FRABSM sample-mining strength
     mining_p0: float = 0.6
     mining_mode: Literal["sample", "batch"] = "sample"
-    partial_fc_rate: float = 1.0
-    landmark_consistency: float = 0.0  # Part fViT: MSE weight to the frozen initial landmark CNN
-    landmark_consistency_epochs: float = 0.0  # linear decay of that weight to 0 (0: constant)
+    partial_fc_rate: float = bounded(1.0, gt=0, le=1)
+    landmark_consistency: float = bounded(0.0, ge=0)  # Part fViT: MSE to the initial landmark CNN
+    landmark_consistency_epochs: float = bounded(0.0, ge=0)  # linear decay to 0 (0: constant)
 
 
 @dataclass
@@ -248,21 +280,22 @@ class FinetuneOptimConfig:
     """Optimizer and LR schedule for the supervised stage."""
 
     name: Literal["adamw", "sgd"] = "adamw"
-    epochs: int = 20
-    lr: float = 1e-3
-    head_lr: float | None = None  # separate classifier LR (None: same as lr)
-    min_lr: float = 0.0
-    warmup_epochs: float = 1.0
+    epochs: int = bounded(20, ge=1)
+    lr: float = bounded(1e-3, gt=0)
+    head_lr: float | None = bounded(None, ge=0)  # separate classifier LR (None: same as lr)
+    min_lr: float = bounded(0.0, ge=0)
+    warmup_epochs: float = bounded(1.0, ge=0)
     schedule: Literal["cosine", "step"] = "cosine"
     milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    clip_grad: float | None = None
-    accumulate: int = 1
-    head_weight_decay: float | None = None  # classifier weight decay (None: weight_decay)
-    mixup_alpha: float = 0.0  # lambda ~ Beta(alpha, alpha); 0 disables mixup (LAFS: 0.2)
-    mixup_prob: float = 0.0  # probability that a batch is mixed (LAFS: 0.1)
+    gamma: float = bounded(0.1, gt=0)
+    weight_decay: float = bounded(0.05, ge=0)
+    momentum: float = bounded(0.9, ge=0, lt=1)
+    clip_grad: float | None = bounded(None, ge=0)
+    accumulate: int = bounded(1, ge=1)
+    head_weight_decay: float | None = bounded(None, ge=0)  # classifier (None: weight_decay)
+    mixup_alpha: float = bounded(0.0, ge=0)  # lambda ~ Beta(alpha, alpha); 0: no mixup (LAFS: 0.2)
+    mixup_prob: float = bounded(0.0, ge=0, le=1)  # probability that a batch is mixed (LAFS: 0.1)
+    drop_path: float | None = bounded(None, ge=0, lt=1)  # stochastic depth; None: the model's
 
 
 @dataclass
@@ -375,6 +408,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], key, source)
+            _check_value(kwargs[name], f.metadata, key, source)
         elif f.default is MISSING and f.default_factory is MISSING:
             raise ConfigError(f"{source}: missing required key '{key}'")
         elif dataclasses.is_dataclass(hints[name]):

@@ -67,6 +67,7 @@ def run(out: Path, steps: int | None) -> dict:
     if lafs(["export", str(out / "pretrain")]) != 0:
         raise SystemExit("demo: export failed")
     ft_args = ["finetune", str(FINETUNE_RECIPE), "--init", str(out / "pretrain" / "export")]
+    ft_args += ["--resume", "auto"]  # a rerun of the demo continues (or reuses) its runs
     ft_sets = [f"run.output_dir={out / 'finetune'}"]
     if data is not None:
         ft_sets += [f"data.train={data / 'celeba-112' / 'images'}", "data.max_images=1024"]

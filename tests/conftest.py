@@ -59,3 +59,34 @@ def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+def write_face_folder(
+    root: Path, identities: int = 2, per_identity: int = 4, size: int = 112
+) -> list[Path]:
+    """Write synthetic faces as ``root/id{i}/{j}.png`` with ``root/landmarks5.csv``."""
+    import numpy as np
+    from PIL import Image
+
+    from lafslib.data.synthetic import render_face
+    from lafslib.landmarks.store import save_landmarks
+
+    files, keys, points = [], [], []
+    for i in range(identities):
+        (root / f"id{i}").mkdir(parents=True, exist_ok=True)
+        for j in range(per_identity):
+            face = render_face(i, j, size)
+            path = root / f"id{i}" / f"{j}.png"
+            Image.fromarray(face["image"]).save(path)
+            files.append(path)
+            keys.append(f"id{i}/{j}.png")
+            points.append(face["landmarks5"])
+    save_landmarks(root / "landmarks5.csv", keys, np.stack(points))
+    return files
+
+
+@pytest.fixture(scope="session")
+def face_folder():
+    """Factory: ``face_folder(root, identities, per_identity)`` writes labelled synthetic faces
+    with a 5-point sidecar and returns the image paths (sorted like the dataset)."""
+    return write_face_folder

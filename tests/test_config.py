@@ -130,3 +130,41 @@ def test_every_shipped_recipe_loads() -> None:
     for path in recipes:
         cfg = load_recipe(path)
         assert cfg.task in ("pretrain", "finetune"), path
+
+
+@pytest.mark.parametrize(
+    ("task", "key", "value"),
+    [
+        ("pretrain", "run.checkpoint_every", 0),
+        ("pretrain", "run.log_every", 0),
+        ("pretrain", "run.keep_last", 0),
+        ("pretrain", "run.max_steps", 0),
+        ("pretrain", "data.batch_size", 0),
+        ("pretrain", "optim.accumulate", 0),
+        ("pretrain", "optim.momentum_teacher", 1.5),
+        ("pretrain", "views.global_scale", [0.9, 0.4]),
+        ("pretrain", "loss.teacher_temp", 0),
+        ("finetune", "data.batch_size", -1),
+        ("finetune", "optim.accumulate", 0),
+        ("finetune", "optim.lr", 0),
+        ("finetune", "optim.mixup_prob", 2),
+        ("finetune", "data.identity_fraction", 0),
+        ("finetune", "loss.partial_fc_rate", 1.5),
+    ],
+)
+def test_values_out_of_range_name_the_key_and_file(
+    tmp_path: Path, task: str, key: str, value: object
+) -> None:
+    section, name = key.split(".")
+    recipe = _write(
+        tmp_path / "r.yaml",
+        {"task": task, "data": {"train": "synthetic"}, "model": {"name": "vit_test"},
+         section: {name: value}} if section != "data" else
+        {"task": task, "data": {"train": "synthetic", name: value}, "model": {"name": "vit_test"}},
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=rf"r\.yaml: key '{key}' must be") as exc:
+        load_recipe(recipe)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(ConfigError, match=rf"key '{key}'"):  # --set is checked the same way
+        ok = {"task": task, "data": {"train": "synthetic"}, "model": {"name": "vit_test"}}
+        load_recipe(_write(tmp_path / "ok.yaml", ok), [f"{key}={value}"])

@@ -11,7 +11,7 @@ import numpy as np
 
 from lafslib.data.base import FaceDataset
 from lafslib.data.images import is_image_file, read_image
-from lafslib.landmarks.store import load_landmarks
+from lafslib.errors import DataError, InputNotFoundError
 
 __all__ = ["ImageFolderDataset", "list_images", "find_sidecar"]
 
@@ -63,18 +63,19 @@ class ImageFolderDataset(FaceDataset):
     ) -> None:
         super().__init__(transform)
         self.root = Path(root)
+        self.location = str(self.root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder not found: {self.root}")
+            raise InputNotFoundError(f"image folder not found: {self.root}")
         self.labelled = labelled
         self.max_side = max_side
         self.files = list_images(self.root)
         if not self.files:
-            raise ValueError(f"{self.root}: no image files found (extensions: .jpg, .png, ...)")
+            raise DataError(f"{self.root}: no image files found (extensions: .jpg, .png, ...)")
         if labelled:
             self.classes = sorted({f.split("/", 1)[0] for f in self.files if "/" in f})
             loose = [f for f in self.files if "/" not in f]
             if loose:
-                raise ValueError(
+                raise DataError(
                     f"{self.root}: labelled folders need one sub-folder per identity; "
                     f"found loose image '{loose[0]}'"
                 )
@@ -87,10 +88,10 @@ class ImageFolderDataset(FaceDataset):
         if landmarks == "auto":
             landmarks = find_sidecar(self.root)
         if landmarks is not None:
-            self.landmarks = load_landmarks(landmarks)
+            self.attach_landmarks(landmarks)
             missing = [f for f in self.files if f not in self.landmarks]
             if missing:
-                raise ValueError(
+                raise DataError(
                     f"{landmarks}: no landmarks for {len(missing)} of {len(self.files)} images "
                     f"under {self.root} (first: '{missing[0]}')"
                 )

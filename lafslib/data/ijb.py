@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lafslib.errors import DataError
 from lafslib.landmarks.template import (
     similarity_transform,
     template_for_size,
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-class IJBMetaError(ValueError):
+class IJBMetaError(DataError):
     """A malformed IJB meta file; the message names the file and the line."""
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from lafslib.errors import DataError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "BadImageError",
@@ -30,7 +32,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 MAX_PIXELS = 12_000 * 12_000  # refuse decompression bombs beyond this many pixels
 
 
-class BadImageError(ValueError):
+class BadImageError(DataError):
     """An image file that cannot be decoded; the message names the file and the reason."""
 
 

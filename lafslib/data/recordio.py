@@ -31,8 +31,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from lafslib.data.base import FaceDataset
-from lafslib.data.images import decode_image
-from lafslib.landmarks.store import load_landmarks
+from lafslib.data.images import BadImageError, decode_image
+from lafslib.errors import DataError, InputNotFoundError
 
 __all__ = [
     "IRHeader",
@@ -139,7 +139,7 @@ class RecordReader:
     def __init__(self, rec_path: str | os.PathLike[str], idx_path: str | None = None) -> None:
         self.rec_path = Path(rec_path)
         if not self.rec_path.is_file():
-            raise FileNotFoundError(f"RecordIO file not found: {self.rec_path}")
+            raise InputNotFoundError(f"RecordIO file not found: {self.rec_path}")
         self.idx_path = Path(idx_path) if idx_path else self.rec_path.with_suffix(".idx")
         if self.idx_path.is_file():
             self.offsets = self._read_idx()
@@ -158,7 +158,7 @@ class RecordReader:
             try:
                 offsets[int(parts[0])] = int(parts[1])
             except (ValueError, IndexError):
-                raise ValueError(
+                raise DataError(
                     f"{self.idx_path}: line {line_no}: expected 'key<TAB>offset'"
                 ) from None
         return offsets
@@ -173,7 +173,7 @@ class RecordReader:
                     break
                 magic, lrec = struct.unpack("<II", head)
                 if magic != MAGIC:
-                    raise ValueError(f"{self.rec_path}: bad magic at byte {pos}")
+                    raise DataError(f"{self.rec_path}: bad magic at byte {pos}")
                 cflag, length = lrec >> 29, lrec & _LEN_MASK
                 if cflag in (0, 1):
                     offsets[key] = pos
@@ -197,23 +197,30 @@ class RecordReader:
         while True:
             head = f.read(8)
             if len(head) < 8:
-                raise ValueError(f"{self.rec_path}: truncated record {key}")
+                raise DataError(f"{self.rec_path}: truncated record {key}")
             magic, lrec = struct.unpack("<II", head)
             if magic != MAGIC:
-                raise ValueError(f"{self.rec_path}: bad magic in record {key}")
+                raise DataError(f"{self.rec_path}: bad magic in record {key}")
             cflag, length = lrec >> 29, lrec & _LEN_MASK
             data = f.read(length)
             if len(data) < length:
-                raise ValueError(f"{self.rec_path}: truncated record {key}")
+                raise DataError(f"{self.rec_path}: truncated record {key}")
             f.seek(-length % 4, os.SEEK_CUR)
             parts.append(data)
             if cflag in (0, 3):
                 return _MAGIC_BYTES.join(parts)
 
     def read_header(self, key: int) -> IRHeader:
-        """Only the :class:`IRHeader` of record ``key`` (reads a few bytes)."""
+        """Only the :class:`IRHeader` of record ``key`` (reads a few bytes).
+
+        Raises:
+            ValueError: the record's framing is corrupt (bad magic) or its header truncated.
+        """
         f = self._file()
-        f.seek(self.offsets[key] + 8)
+        f.seek(self.offsets[key])
+        frame = f.read(8)
+        if len(frame) < 8 or struct.unpack("<I", frame[:4])[0] != MAGIC:
+            raise DataError(f"{self.rec_path}: bad magic in record {key}")
         head = f.read(_HEADER.size)
         flag = _HEADER.unpack_from(head)[0] if len(head) == _HEADER.size else 0
         header, _ = unpack_record(head + f.read(4 * flag))
@@ -246,8 +253,9 @@ class RecordIODataset(FaceDataset):
     ) -> None:
         super().__init__(transform)
         self.reader = RecordReader(rec_path, idx_path)
+        self.location = str(self.reader.rec_path)
         if not self.reader.keys:
-            raise ValueError(f"{rec_path}: the RecordIO file holds no records")
+            raise DataError(f"{rec_path}: the RecordIO file holds no records")
         header, rest = unpack_record(self.reader.read(self.reader.keys[0]))
         self._labels: list[int] | None = None
         if self.reader.keys[0] == 0 and header.flag > 0 and len(header.label) >= 2 and not rest:
@@ -256,19 +264,22 @@ class RecordIODataset(FaceDataset):
             self.image_keys = list(range(1, first_id))
             self.identity_range = (first_id, end_id)
             labels = np.full(len(self.image_keys), -1, dtype=np.int64)
-            for ident, key in enumerate(range(first_id, end_id)):
-                rng, _ = unpack_record(self.reader.read(key))
-                a, b = int(rng.label[0]), int(rng.label[1])
-                labels[a - 1 : b - 1] = ident
+            try:
+                for ident, key in enumerate(range(first_id, end_id)):
+                    rng, _ = unpack_record(self.reader.read(key))
+                    a, b = int(rng.label[0]), int(rng.label[1])
+                    labels[a - 1 : b - 1] = ident
+            except (ValueError, IndexError, TypeError):
+                labels[:] = -1  # corrupt identity records: read each image's own label below
             if (labels >= 0).all():
                 self._labels = labels.tolist()
         else:
             self.image_keys = list(self.reader.keys)
             self.identity_range = None
         if self._labels is None:
-            self._labels = [self._read_label(k) for k in self.image_keys]
+            self._labels = [self._read_label(i, k) for i, k in enumerate(self.image_keys)]
         if landmarks is not None:
-            self.landmarks = load_landmarks(landmarks)
+            self.attach_landmarks(landmarks)
 
     @property
     def labels(self) -> list[int]:
@@ -280,8 +291,13 @@ class RecordIODataset(FaceDataset):
         """Number of identities (max label + 1)."""
         return max(self.labels) + 1
 
-    def _read_label(self, key: int) -> int:
-        header = self.reader.read_header(key)
+    def _read_label(self, index: int, key: int) -> int:
+        try:
+            header = self.reader.read_header(key)
+        except ValueError as exc:  # a corrupt record: no label, and skipped like a bad image
+            self._bad[index] = f"{exc}"
+            self.bad_images.record(BadImageError(str(exc)), str(index))
+            return -1
         label = header.label
         return int(label if header.flag == 0 else label[0])
 
@@ -290,7 +306,10 @@ class RecordIODataset(FaceDataset):
 
     def _load(self, index: int) -> tuple[np.ndarray, str]:
         key = self.image_keys[index]
-        _, data = unpack_record(self.reader.read(key))
+        try:
+            _, data = unpack_record(self.reader.read(key))
+        except ValueError as exc:  # bad magic, truncated record: skipped like a bad JPEG
+            raise BadImageError(f"{self.reader.rec_path}:{key}: corrupt record ({exc})") from None
         return decode_image(data, f"{self.reader.rec_path}:{key}"), f"rec:{key}"
 
     def _label(self, index: int) -> int:
@@ -321,10 +340,10 @@ def pack_folder(
 
     src = Path(src)
     if not src.is_dir():
-        raise FileNotFoundError(f"source folder not found: {src}")
+        raise InputNotFoundError(f"source folder not found: {src}")
     files = [f for f in list_images(src) if "/" in f]
     if not files:
-        raise ValueError(f"{src}: no images in identity sub-folders")
+        raise DataError(f"{src}: no images in identity sub-folders")
     good: list[str] = []
     skipped: list[str] = []
     for rel in tqdm(files, desc="check", unit="img", disable=not progress):
@@ -334,7 +353,7 @@ def pack_folder(
         except BadImageError:
             skipped.append(rel)
     if not good:
-        raise ValueError(f"{src}: none of the {len(files)} images is readable")
+        raise DataError(f"{src}: none of the {len(files)} images is readable")
     classes = sorted({f.split("/", 1)[0] for f in good})
     class_index = {c: i for i, c in enumerate(classes)}
     first_id = len(good) + 1

@@ -11,6 +11,7 @@ from lafslib.data.base import FaceDataset
 from lafslib.data.folder import ImageFolderDataset, find_sidecar
 from lafslib.data.recordio import RecordIODataset
 from lafslib.data.synthetic import SyntheticFaces
+from lafslib.errors import InputNotFoundError
 
 __all__ = ["open_dataset"]
 
@@ -46,7 +47,7 @@ def open_dataset(
         return RecordIODataset(path, landmarks=landmarks, transform=transform)
     if path.is_dir():
         return ImageFolderDataset(path, labelled=labelled, landmarks=landmarks, transform=transform)
-    raise FileNotFoundError(
+    raise InputNotFoundError(
         f"training data not found or not supported: {path} (expected a folder, a .rec file, "
         "or 'synthetic')"
     )

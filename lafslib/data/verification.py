@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from lafslib.data.images import BadImageError, decode_image
+from lafslib.errors import DataError, InputNotFoundError, UnsafeFileError
 
 __all__ = ["UnsafePickleError", "load_bin", "load_bin_raw", "write_bin"]
 
@@ -29,7 +30,7 @@ _NUMPY_GLOBALS = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(UnsafeFileError):
     """A ``.bin`` pickle asked for something a verification set never contains."""
 
 
@@ -59,27 +60,27 @@ def load_bin_raw(path: str | os.PathLike[str]) -> tuple[list[bytes], np.ndarray]
     """Read a ``.bin`` safely without decoding: (encoded images, issame bool (P,))."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f".bin verification set not found: {path}")
+        raise InputNotFoundError(f".bin verification set not found: {path}")
     with path.open("rb") as f:
         try:
             obj = _RestrictedUnpickler(f, str(path)).load()
         except UnsafePickleError:
             raise
         except Exception as exc:
-            raise ValueError(f"{path}: not a readable .bin verification set ({exc})") from None
+            raise DataError(f"{path}: not a readable .bin verification set ({exc})") from None
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
-        raise ValueError(f"{path}: expected a (bins, issame) pair, got {type(obj).__name__}")
+        raise DataError(f"{path}: expected a (bins, issame) pair, got {type(obj).__name__}")
     bins, issame = obj
     _check_dtype(issame, str(path))
     if not isinstance(bins, (list, tuple)) or not all(isinstance(b, bytes) for b in bins):
-        raise ValueError(f"{path}: 'bins' must be a list of encoded image bytes")
+        raise DataError(f"{path}: 'bins' must be a list of encoded image bytes")
     issame = np.asarray(issame)
     if issame.dtype != np.bool_:
         if not all(isinstance(v, (bool, np.bool_)) for v in issame.tolist()):
-            raise ValueError(f"{path}: 'issame' must hold booleans")
+            raise DataError(f"{path}: 'issame' must hold booleans")
         issame = issame.astype(bool)
     if len(bins) != 2 * len(issame):
-        raise ValueError(
+        raise DataError(
             f"{path}: {len(bins)} images for {len(issame)} pairs (expected {2 * len(issame)})"
         )
     return list(bins), issame
@@ -105,7 +106,7 @@ def load_bin(
         try:
             img = decode_image(data, f"{path}[{i}]")
         except BadImageError as exc:
-            raise ValueError(f"{exc} (image {i} of pair {i // 2})") from None
+            raise DataError(f"{exc} (image {i} of pair {i // 2})") from None
         if image_size is not None and img.shape[:2] != (image_size, image_size):
             img = np.asarray(
                 Image.fromarray(img).resize((image_size, image_size), Image.Resampling.BILINEAR)
@@ -113,10 +114,10 @@ def load_bin(
         if images is None:
             images = np.empty((len(bins), *img.shape), dtype=np.uint8)
         if img.shape != images.shape[1:]:
-            raise ValueError(f"{path}[{i}]: image shape {img.shape} differs from {images.shape}")
+            raise DataError(f"{path}[{i}]: image shape {img.shape} differs from {images.shape}")
         images[i] = img
     if images is None:
-        raise ValueError(f"{path}: the verification set has no images")
+        raise DataError(f"{path}: the verification set has no images")
     return images, issame
 
 

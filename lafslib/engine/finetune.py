@@ -26,26 +26,28 @@ from torch.utils.data import DataLoader, Dataset
 
 from lafslib.config import ConfigError, FinetuneConfig, config_to_dict
 from lafslib.data import open_dataset
+from lafslib.data.base import first_readable
 from lafslib.engine.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
     prune_checkpoints,
+    restoring,
+    resume_checkpoint,
     save_checkpoint,
 )
 from lafslib.engine.distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
 from lafslib.engine.logging import RunLogger
 from lafslib.engine.param_groups import param_groups_layer_decay
 from lafslib.engine.pretrain import SeededViews
-from lafslib.engine.rundir import prepare_run_dir
+from lafslib.engine.rundir import prepare_run_dir, write_run_files
 from lafslib.engine.sampler import ResumableSampler
 from lafslib.engine.schedules import warmup_cosine
 from lafslib.engine.state import autocast_context, rng_state, seed_everything, set_rng_state
+from lafslib.errors import DataError
 from lafslib.landmarks.grid import FLIP_5
 from lafslib.landmarks.template import ARCFACE_TEMPLATE_112
 from lafslib.layers.lora import apply_lora, mark_only_lora_trainable, merge_lora
 from lafslib.losses import AdaFaceLoss, CombinedMarginLoss, PartialFC, frabsm_weights
-from lafslib.models import create_model, save_export
-from lafslib.models.export import read_export_info
+from lafslib.models import create_model, save_export, set_drop_path
+from lafslib.models.export import load_export_weights, read_export_info
 
 __all__ = [
     "FaceTransform",
@@ -86,14 +88,18 @@ def few_shot_indices(
     """Indices of a few-shot subset and the map from old to contiguous new labels.
 
     Keeps ``ceil(identity_fraction * C)`` identities (a seeded random choice) and, of each,
-    ``per_identity`` images (a seeded random choice; all when None).
+    ``per_identity`` images (a seeded random choice; all when None). Label -1 (a record whose
+    label is unreadable) is no identity: those images are left out.
     """
     if not 0 < identity_fraction <= 1:
         raise ValueError(f"data.identity_fraction must be in (0, 1], got {identity_fraction}")
     rng = np.random.default_rng(seed)
     by_id: dict[int, list[int]] = {}
     for i, y in enumerate(labels):
-        by_id.setdefault(int(y), []).append(i)
+        if int(y) >= 0:
+            by_id.setdefault(int(y), []).append(i)
+    if not by_id:
+        raise DataError(f"none of the {len(labels)} training images has an identity label")
     ids = sorted(by_id)
     keep = sorted(rng.permutation(ids)[: math.ceil(identity_fraction * len(ids))].tolist())
     indices = []
@@ -106,7 +112,11 @@ def few_shot_indices(
 
 
 class FewShotSubset(Dataset):
-    """A subset with labels remapped to ``0 .. C'-1``."""
+    """A subset with labels remapped to ``0 .. C'-1``.
+
+    An unreadable image is replaced by the next readable image of the subset (never by one
+    outside it, whose identity may not be in the subset).
+    """
 
     def __init__(self, dataset: Dataset, indices: list[int], label_map: dict[int, int]) -> None:
         self.dataset, self.indices, self.label_map = dataset, indices, label_map
@@ -116,7 +126,12 @@ class FewShotSubset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> Any:
-        x, y, kp = self.dataset[self.indices[i]]
+        load = getattr(self.dataset, "load", None)
+        if load is None:
+            x, y, kp = self.dataset[self.indices[i]]
+        else:
+            where = getattr(self.dataset, "location", "") or type(self.dataset).__name__
+            x, y, kp = first_readable(load, self.indices, i, f"{where} (training subset)")
         return x, self.label_map[y], kp
 
 
@@ -253,16 +268,23 @@ def _margin_loss(cfg: FinetuneConfig) -> nn.Module:
     return AdaFaceLoss(c.scale, c.margin, c.h, c.t_alpha, 0.7 if c.name == "frabsm" else 1.0)
 
 
-def finetune(cfg: FinetuneConfig, resume: str | None = None) -> Path:
-    """Run supervised adaptation; returns the run directory (its ``export/`` holds the model)."""
+def finetune(cfg: FinetuneConfig, resume: str | None = None, overwrite: bool = False) -> Path:
+    """Run supervised adaptation; returns the run directory (its ``export/`` holds the model).
+
+    Args:
+        cfg: the resolved recipe.
+        resume: ``"auto"`` (latest checkpoint of the run, if any), a checkpoint path, or None
+            (then ``run.output_dir`` must be empty or new).
+        overwrite: move a previous run in ``run.output_dir`` aside first.
+    """
     info = init_distributed(cfg.run.device)
     try:
-        return _finetune(cfg, info, resume)
+        return _finetune(cfg, info, resume, overwrite)
     finally:
         cleanup()
 
 
-def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
+def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None, overwrite: bool) -> Path:
     device = info.device
     if cfg.run.precision == "fp16" and device.type != "cuda":
         raise ValueError("run.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
@@ -272,7 +294,7 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
     if cfg.init:
         init_info = read_export_info(cfg.init)
         cfg.model.name, cfg.model.kwargs = init_info["name"], dict(init_info.get("kwargs", {}))
-    run_dir = prepare_run_dir(cfg, info.world_size, info.is_main)
+    run_dir = prepare_run_dir(cfg, info.world_size, info.is_main, resume, overwrite)
     logger = RunLogger(run_dir, info.is_main, cfg.run.tensorboard)
     d = cfg.data
     base = open_dataset(
@@ -305,10 +327,10 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
 
     model = create_model(cfg.model.name, **cfg.model.kwargs)
     if cfg.init:
-        from safetensors.torch import load_file
-
-        weights = Path(cfg.init) / "model.safetensors"
-        model.load_state_dict(load_file(str(weights)), strict=True)
+        load_export_weights(model, cfg.init)
+    o = cfg.optim
+    if o.drop_path is not None and not set_drop_path(model, o.drop_path) and o.drop_path > 0:
+        raise ConfigError(f"optim.drop_path: {cfg.model.name} has no blocks with drop path")
     consistency = landmark_reference(model, cfg)  # the initial landmark CNN, frozen
     _apply_adapter(model, cfg)
     model = model.to(device)
@@ -316,7 +338,6 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
         consistency = consistency.to(device)
     dim = getattr(model, "embed_dim", None) or model.pretrained_cfg.embed_dim
     classifier = PartialFC(_margin_loss(cfg), dim, num_classes, cfg.loss.partial_fc_rate).to(device)
-    o = cfg.optim
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
     groups = param_groups_layer_decay(model, o.weight_decay, cfg.adapter.layer_decay, skip)
     head_scale = (o.head_lr / o.lr) if o.head_lr else 1.0
@@ -353,10 +374,11 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
 
     step = 0
     ckpt_dir = run_dir / "checkpoints"
-    if resume:
-        path = latest_checkpoint(ckpt_dir) if resume == "auto" else Path(resume)
-        if path is not None:
-            state = load_checkpoint(path)
+    keys = ("model", "classifier", "optimizer", "scaler", "loss", "rng")
+    found = resume_checkpoint(ckpt_dir, resume, "finetune", keys) if resume else None
+    if found is not None:
+        path, state = found
+        with restoring(path):
             model.load_state_dict({k[len("backbone.") :]: v for k, v in state["model"].items()})
             classifier.load_full_weight(state["classifier"].to(device))
             optimizer.load_state_dict(state["optimizer"])
@@ -364,9 +386,9 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
             classifier.margin_loss.load_state_dict(state["loss"])
             step = int(state["step"])
             set_rng_state(state["rng"])
-            logger.print(f"resumed from {path} at step {step}")
-        elif resume != "auto":
-            raise FileNotFoundError(f"checkpoint not found: {resume}")
+        logger.print(f"resumed from {path} at step {step}")
+    logger.resume_at(step)
+    write_run_files(run_dir, cfg, info.world_size, info.is_main)
 
     def save(at: int) -> None:
         centres = classifier.full_weight()  # collective: every rank takes part
@@ -384,7 +406,7 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None) -> Path:
                     "config": config_to_dict(cfg),
                 },
             )
-            prune_checkpoints(ckpt_dir, cfg.run.keep_last)
+            prune_checkpoints(ckpt_dir, cfg.run.keep_last, upto=at)
 
     use_kp = _needs_keypoints(model)
     logger.print(

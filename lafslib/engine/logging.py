@@ -1,9 +1,14 @@
-"""Rank-0 training logs: console lines, ``metrics.jsonl`` and TensorBoard."""
+"""Rank-0 training logs: console lines, ``metrics.jsonl`` and TensorBoard.
+
+A resumed run calls :meth:`RunLogger.resume_at` with its step: rows and events logged after
+that step by the interrupted process are dropped, so every step appears once.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -36,13 +41,51 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self._writer = None
         self._metrics = None
+        self._tensorboard = tensorboard
         if is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._metrics = (self.run_dir / "metrics.jsonl").open("a")
-            if tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
+            self._open_writer(None)
 
-                self._writer = SummaryWriter(str(self.run_dir / "tb"))
+    def _open_writer(self, purge_step: int | None) -> None:
+        if self._tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge_step)
+
+    def resume_at(self, step: int) -> int:
+        """Forget what was logged after ``step`` (a resumed run logs those steps again).
+
+        Rewrites ``metrics.jsonl`` without the rows past ``step`` (and a row cut by a kill) and
+        has TensorBoard hide the events past it.
+
+        Returns:
+            The number of rows dropped.
+        """
+        if not self.is_main:
+            return 0
+        path = self.run_dir / "metrics.jsonl"
+        self._metrics.close()
+        kept, dropped = [], 0
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+                keep = int(row["step"]) <= step
+            except (ValueError, KeyError, TypeError):
+                keep = False
+            if keep:
+                kept.append(line + "\n")
+            else:
+                dropped += 1
+        if dropped:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, path)
+        self._metrics = path.open("a")
+        if self._writer is not None and step > 0:
+            self._writer.close()
+            self._open_writer(step + 1)
+        return dropped
 
     def log(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
         """Record scalar ``metrics`` at ``step`` to metrics.jsonl and TensorBoard."""

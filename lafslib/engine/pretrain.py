@@ -19,23 +19,23 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from lafslib.config import PretrainConfig, ViewsConfig, config_to_dict
+from lafslib.config import ConfigError, PretrainConfig, ViewsConfig, config_to_dict
 from lafslib.data import open_dataset
 from lafslib.engine.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
     prune_checkpoints,
+    restoring,
+    resume_checkpoint,
     save_checkpoint,
 )
 from lafslib.engine.distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
 from lafslib.engine.ema import update_ema
 from lafslib.engine.logging import RunLogger
-from lafslib.engine.rundir import prepare_run_dir
+from lafslib.engine.rundir import prepare_run_dir, write_run_files
 from lafslib.engine.sampler import ResumableSampler
 from lafslib.engine.schedules import cosine_schedule, teacher_temperature, warmup_cosine
 from lafslib.engine.state import autocast_context, rng_state, seed_everything, set_rng_state
 from lafslib.losses import DINOLoss, koleo_loss
-from lafslib.models import DINOHead, create_model
+from lafslib.models import DINOHead, create_model, set_drop_path
 from lafslib.models.ssl_features import SSLFeatures
 from lafslib.transforms import MultiCropViews, collate_views, group_views
 
@@ -215,28 +215,30 @@ def _monitor(
     backbone.train(was_training)
 
 
-def pretrain(cfg: PretrainConfig, resume: str | None = None) -> Path:
+def pretrain(cfg: PretrainConfig, resume: str | None = None, overwrite: bool = False) -> Path:
     """Run self-supervised pretraining; returns the run directory.
 
     Args:
         cfg: the resolved recipe.
-        resume: ``"auto"`` (latest checkpoint of the run, if any), a checkpoint path, or None.
+        resume: ``"auto"`` (latest checkpoint of the run, if any), a checkpoint path, or None
+            (then ``run.output_dir`` must be empty or new).
+        overwrite: move a previous run in ``run.output_dir`` aside first.
     """
     info: DistInfo = init_distributed(cfg.run.device)
     try:
-        return _pretrain(cfg, info, resume)
+        return _pretrain(cfg, info, resume, overwrite)
     finally:
         cleanup()
 
 
-def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
+def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite: bool) -> Path:
     device = info.device
     if cfg.run.precision == "fp16" and device.type != "cuda":
         raise ValueError("run.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     seed_everything(cfg.run.seed)  # identical initial weights on every rank
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    run_dir = prepare_run_dir(cfg, info.world_size, info.is_main)
+    run_dir = prepare_run_dir(cfg, info.world_size, info.is_main, resume, overwrite)
     logger = RunLogger(run_dir, info.is_main, cfg.run.tensorboard)
 
     views = build_views(cfg.views)
@@ -283,10 +285,12 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
         h.norm_last_layer,
     )
     if cfg.init:
-        from safetensors.torch import load_file
+        from lafslib.models.export import load_export_weights
 
-        backbone.load_state_dict(load_file(str(Path(cfg.init) / "model.safetensors")), strict=True)
+        load_export_weights(backbone, cfg.init)
         logger.print(f"student and teacher start from {cfg.init}")
+    if o.drop_path is not None and not set_drop_path(backbone, o.drop_path) and o.drop_path > 0:
+        raise ConfigError(f"optim.drop_path: {cfg.model.name} has no blocks with drop path")
     student = SSLNetwork(backbone, head, mosaic_views=cfg.views.kind == "lafs").to(device)
     teacher = copy.deepcopy(student)
     for p in teacher.parameters():
@@ -319,10 +323,11 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
 
     step = 0
     ckpt_dir = run_dir / "checkpoints"
-    if resume:
-        path = latest_checkpoint(ckpt_dir) if resume == "auto" else Path(resume)
-        if path is not None:
-            state = load_checkpoint(path, map_location="cpu")
+    keys = ("student", "teacher", "optimizer", "scaler", "loss", "rng")
+    found = resume_checkpoint(ckpt_dir, resume, "pretrain", keys) if resume else None
+    if found is not None:
+        path, state = found
+        with restoring(path):
             student.load_state_dict(state["student"])
             teacher.load_state_dict(state["teacher"])
             optimizer.load_state_dict(state["optimizer"])
@@ -330,9 +335,9 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
             loss_fn.load_state_dict(state["loss"])
             step = int(state["step"])
             set_rng_state(state["rng"])
-            logger.print(f"resumed from {path} at step {step}")
-        elif resume != "auto":
-            raise FileNotFoundError(f"checkpoint not found: {resume}")
+        logger.print(f"resumed from {path} at step {step}")
+    logger.resume_at(step)
+    write_run_files(run_dir, cfg, info.world_size, info.is_main)
 
     def save(at_step: int) -> None:
         if not info.is_main:
@@ -348,14 +353,16 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None) -> Path:
             "config": config_to_dict(cfg),
         }
         save_checkpoint(ckpt_dir / f"step_{at_step:08d}.pt", state)
-        prune_checkpoints(ckpt_dir, cfg.run.keep_last)
+        prune_checkpoints(ckpt_dir, cfg.run.keep_last, upto=at_step)
 
-    if info.is_main and step == 0:
+    if info.is_main and step == 0 and cfg.run.tensorboard:
+        from lafslib.data.base import first_readable_sample
         from lafslib.viz import views_grid
 
         base = dataset.dataset.dataset if isinstance(dataset.dataset, Subset) else dataset.dataset
-        sample = base.sample(0)
-        logger.image("views", views_grid(sample, views(sample)), 0)
+        sample = first_readable_sample(base)
+        if sample is not None:
+            logger.image("views", views_grid(sample, views(sample)), 0)
     logger.print(
         f"pretraining {cfg.model.name} on {len(dataset)} images: {last_step} steps "
         f"({steps_per_epoch}/epoch), global batch {global_batch}, world size {info.world_size}, "

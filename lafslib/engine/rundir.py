@@ -1,4 +1,11 @@
-"""Run directories: resolved ``config.yaml`` and ``env.json`` (versions, git SHA, world size)."""
+"""Run directories: resolved ``config.yaml`` and ``env.json`` (versions, git SHA, world size).
+
+A run directory holds one run. Starting a run in a directory that is not empty is refused
+(:class:`~lafslib.errors.RunDirError`, naming the directory and the ways forward) unless the
+run resumes (``--resume``), or ``overwrite`` moves the old run aside to
+``<dir>.replaced-<time>`` first: a rerun never mixes its config, metrics or checkpoints with
+another run's, and never deletes them.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,17 @@ import json
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lafslib.config import dump_config
+from lafslib.engine.checkpoint import list_checkpoints, remove_stale_temporaries
+from lafslib.errors import RunDirError
 
-__all__ = ["prepare_run_dir", "environment"]
+__all__ = ["prepare_run_dir", "claim_run_dir", "write_run_files", "environment"]
 
 
 def environment(world_size: int) -> dict[str, Any]:
@@ -42,11 +52,89 @@ def environment(world_size: int) -> dict[str, Any]:
     }
 
 
-def prepare_run_dir(cfg: Any, world_size: int, is_main: bool) -> Path:
-    """Create the run folder and, on rank 0, write ``config.yaml`` and ``env.json``."""
+def _products(run_dir: Path) -> str | None:
+    """What a run in ``run_dir`` has produced (None: nothing, e.g. a start that failed)."""
+    found = list_checkpoints(run_dir / "checkpoints")
+    if found:
+        return f"a run with {len(found)} checkpoint(s) up to step {found[-1][0]}"
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size:
+        return "a run with logged metrics and no checkpoint yet"
+    return None
+
+
+def claim_run_dir(
+    run_dir: str | Path, resume: str | None = None, overwrite: bool = False
+) -> Path | None:
+    """Check that a run may write into ``run_dir`` (rank 0, before anything is written).
+
+    Args:
+        run_dir: ``run.output_dir``.
+        resume: the ``--resume`` value: a resumed run continues the run already there.
+        overwrite: move a previous run aside to ``<run_dir>.replaced-<time>`` (never deleted).
+
+    Returns:
+        Where the previous run was moved, or None.
+
+    Raises:
+        RunDirError: ``run_dir`` holds a run (checkpoints or logged metrics) and neither
+            ``resume`` nor ``overwrite`` is given, or holds files that are no lafslib run, or
+            is not a folder.
+    """
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise RunDirError(f"{run_dir}: --resume and --overwrite exclude each other")
+    if not run_dir.exists():
+        return None
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run.output_dir is a file, not a folder")
+    if not any(run_dir.iterdir()):
+        return None
+    markers = ("config.yaml", "checkpoints", "metrics.jsonl")
+    if not any((run_dir / name).exists() for name in markers):
+        raise RunDirError(
+            f"{run_dir} is not empty and holds no lafslib run (no config.yaml, no checkpoints/); "
+            "choose an empty or new run directory (--set run.output_dir=...)"
+        )
+    products = _products(run_dir)
+    if resume or products is None:  # continue it, or reuse a start that produced nothing
+        return None
+    if overwrite:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}-{n}")
+        run_dir.rename(target)
+        return target
+    raise RunDirError(
+        f"{run_dir} already holds {products}; continue it with --resume auto, "
+        "use another run directory (--set run.output_dir=...), or start over with --overwrite "
+        f"(moves it to {run_dir.name}.replaced-<time>)"
+    )
+
+
+def prepare_run_dir(
+    cfg: Any, world_size: int, is_main: bool, resume: str | None = None, overwrite: bool = False
+) -> Path:
+    """Claim the run folder (:func:`claim_run_dir`) and, on rank 0, create ``checkpoints/`` and
+    remove the temporary files of killed checkpoint writes. ``config.yaml`` and ``env.json``
+    follow once the run has started (:func:`write_run_files`), so a resume that fails leaves
+    them as they were."""
     run_dir = Path(cfg.run.output_dir)
     if is_main:
+        moved = claim_run_dir(run_dir, resume, overwrite)
+        if moved is not None:
+            print(f"moved the previous run in {run_dir} to {moved}", flush=True)
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir / "checkpoints")
+    return run_dir
+
+
+def write_run_files(run_dir: str | Path, cfg: Any, world_size: int, is_main: bool) -> None:
+    """On rank 0, write the resolved ``config.yaml`` and ``env.json`` of the run."""
+    if is_main:
+        run_dir = Path(run_dir)
         dump_config(cfg, run_dir / "config.yaml")
         (run_dir / "env.json").write_text(json.dumps(environment(world_size), indent=2) + "\n")
-    return run_dir

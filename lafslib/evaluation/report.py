@@ -218,6 +218,7 @@ def evaluate_export(
         fpirs: FPIR targets of the identification.
     """
     from lafslib.data.verification import load_bin
+    from lafslib.errors import InputNotFoundError
     from lafslib.evaluation.embed import embed_images
     from lafslib.models import load_export
 
@@ -225,9 +226,12 @@ def evaluate_export(
         raise ValueError("identification needs both a gallery folder and a probe folder")
     if not bins and ijb is None and ident is None:
         raise ValueError("nothing to evaluate: give --bin files, --ijb or --ident/--probe")
+    for path, what in [*((b, ".bin verification set") for b in bins),
+                       (ijb, "IJB folder"), (ident, "gallery folder"), (probe, "probe folder")]:  # fmt: skip
+        if path is not None and not Path(path).exists():
+            raise InputNotFoundError(f"{what} not found: {path}")
     model = load_export(model_path)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     results, curves = {}, {}
     for b in bins:
         name = Path(b).stem
@@ -240,6 +244,7 @@ def evaluate_export(
         results[name] = r
         curves[name] = roc_curve(-pair_distances(emb), issame)
     report: dict[str, Any] = {"model": str(model_path), "flip": flip, "results": results}
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs have been read
     if curves:
         plot_roc(curves, out / "roc.png")
     if ijb is not None:

@@ -4,7 +4,9 @@ Every photo under ``src`` (any tree) is read, faces are detected, and each kept 
 to the ArcFace template at ``size x size`` and written under ``dst`` at the same relative path.
 ``dst/landmarks5.csv`` holds the 5 points in aligned-crop pixels (``landmarks68.csv`` too when
 the detector gives 68). Photos with no face or that cannot be read are listed in
-``dst/align_report.json``; inputs are never modified.
+``dst/align_report.json``; inputs are never modified: ``dst`` may neither be nor contain nor lie
+inside ``src``, and every output path is resolved (symbolic links too) and refused when it lands
+inside ``src``.
 
 Progress is journalled in ``dst/.align_journal.jsonl`` after each finished photo, so a rerun
 (or a run after a crash) skips what is done and still writes complete sidecars.
@@ -26,6 +28,7 @@ from PIL import Image
 
 from lafslib.data.folder import list_images
 from lafslib.data.images import BadImageError, read_image
+from lafslib.errors import InputNotFoundError, PathConflictError
 from lafslib.landmarks.detectors import Face, FaceDetector, create_detector
 from lafslib.landmarks.store import save_landmarks
 from lafslib.landmarks.template import align_face, transform_points
@@ -98,6 +101,19 @@ def align_photo(
     return out
 
 
+def _output(dst: str | Path, rel: str, src: str | Path) -> Path:
+    """``dst/rel``, resolved; a path that lands inside ``src`` (through a symbolic link, say) is
+    refused before anything is written."""
+    path = (Path(dst) / rel).resolve()
+    src = Path(src)
+    if path == src or src in path.parents:
+        raise PathConflictError(
+            f"refusing to write {Path(dst) / rel}: it resolves to {path}, inside the source "
+            f"folder {src}"
+        )
+    return path
+
+
 def _write_image(path: Path, crop: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -125,7 +141,7 @@ def _process(task: tuple[str, str, str, int, str]) -> dict[str, Any]:
     written = []
     for i, (crop, five, pts68, score) in enumerate(faces):
         name = output_name(rel, i)
-        _write_image(Path(dst) / name, crop)
+        _write_image(_output(dst, name, src), crop)
         written.append(
             {
                 "out": name,
@@ -181,7 +197,7 @@ def align_folder(
 
     Args:
         src: folder of photos (any tree).
-        dst: output folder (created; must not be ``src`` or inside it).
+        dst: output folder (created; must not be ``src``, inside it, or contain it).
         detector: a name from :data:`lafslib.landmarks.detectors.DETECTORS`.
         detector_kwargs: options of that detector.
         size: side of the aligned crops.
@@ -191,9 +207,14 @@ def align_folder(
     """
     src, dst = Path(src).resolve(), Path(dst).resolve()
     if not src.is_dir():
-        raise FileNotFoundError(f"source folder not found: {src}")
-    if dst == src or src in dst.parents:
-        raise ValueError(f"output folder {dst} must be outside the source folder {src}")
+        raise InputNotFoundError(f"source folder not found: {src}")
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise PathConflictError(
+            f"output folder {dst} and source folder {src} overlap (one is inside the other); "
+            "choose an output folder outside the source that does not contain it"
+        )
+    for name in (JOURNAL, REPORT, "landmarks5.csv", "landmarks68.csv"):
+        _output(dst, name, src)
     if policy not in ("largest", "all"):
         raise ValueError(f"face policy must be 'largest' or 'all', got {policy!r}")
     detector_kwargs = dict(detector_kwargs or {})

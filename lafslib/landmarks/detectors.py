@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from lafslib.errors import InputNotFoundError, LafsUserError
 from lafslib.landmarks.store import LandmarkTable, load_landmarks
 from lafslib.landmarks.template import landmarks68_to_5
 
@@ -48,11 +49,11 @@ __all__ = [
 ]
 
 
-class MissingDependencyError(ImportError):
+class MissingDependencyError(LafsUserError, ImportError):
     """An optional package needed by a backend is not installed."""
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(InputNotFoundError):
     """Model weights are absent and cannot be downloaded; the message names files and folder."""
 
 

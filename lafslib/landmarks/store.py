@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import csv
 import os
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from lafslib.errors import DataError, InputNotFoundError
+
 __all__ = ["LandmarkFileError", "LandmarkTable", "load_landmarks", "save_landmarks"]
 
 
-class LandmarkFileError(ValueError):
+class LandmarkFileError(DataError):
     """A landmark sidecar is malformed; the message names the file and the row."""
 
 
@@ -96,9 +99,29 @@ def load_landmarks(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"landmark file not found: {path}")
+        raise InputNotFoundError(f"landmark file not found: {path}")
     source = str(path)
+    try:
+        keys, points = _read(path, source)
+    except LandmarkFileError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # pickles, bad zip, ...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LandmarkFileError(f"{source}: not a readable landmark file ({reason})") from None
+    if points.ndim != 3 or points.shape[2] != 2:
+        raise LandmarkFileError(f"{source}: expected points of shape (N, K, 2), got {points.shape}")
+    if num_points is not None and points.shape[1] != num_points:
+        raise LandmarkFileError(
+            f"{source}: expected {num_points} points per image, found {points.shape[1]}"
+        )
+    _validate(points, keys, source, image_size)
+    return LandmarkTable(keys, points, source)
+
+
+def _read(path: Path, source: str) -> tuple[list[str | int], np.ndarray]:
     if path.suffix == ".npz":
+        if not zipfile.is_zipfile(path):
+            raise LandmarkFileError(f"{source}: not an .npz file (no zip archive)")
         with np.load(path, allow_pickle=False) as data:
             if "keys" not in data or "points" not in data:
                 raise LandmarkFileError(f"{source}: an .npz sidecar needs 'keys' and 'points'")
@@ -134,12 +157,7 @@ def load_landmarks(
                     ) from None
                 keys.append(row[0])
         points = np.asarray(rows, dtype=np.float32).reshape(len(rows), k, 2)
-    if num_points is not None and points.shape[1] != num_points:
-        raise LandmarkFileError(
-            f"{source}: expected {num_points} points per image, found {points.shape[1]}"
-        )
-    _validate(points, keys, source, image_size)
-    return LandmarkTable(keys, points, source)
+    return keys, points
 
 
 def save_landmarks(

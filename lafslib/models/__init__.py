@@ -9,6 +9,7 @@ from lafslib.models._registry import (
     model_info,
     register_model,
 )
+from lafslib.models.drop_path import set_drop_path
 from lafslib.models.export import load_export, save_export
 from lafslib.models.heads import DINOHead
 from lafslib.models.iresnet import IResNet
@@ -31,4 +32,5 @@ __all__ = [
     "model_info",
     "register_model",
     "save_export",
+    "set_drop_path",
 ]

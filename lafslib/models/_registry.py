@@ -13,6 +13,8 @@ from typing import Any
 
 from torch import nn
 
+from lafslib.errors import ModelArgumentError, UnknownModelError
+
 __all__ = ["ModelInfo", "register_model", "create_model", "list_models", "model_info"]
 
 
@@ -55,12 +57,22 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the model registered as ``name`` with factory keyword arguments.
 
     Raises:
-        KeyError: unknown name (the message lists close matches).
+        UnknownModelError: unknown name (a KeyError; the message lists close matches).
+        ModelArgumentError: keyword arguments the factory does not take (a TypeError).
     """
     if name not in _REGISTRY:
-        close = [n for n in _REGISTRY if name.split("_")[0] in n][:8]
-        raise KeyError(f"unknown model '{name}'; similar: {close or sorted(_REGISTRY)[:8]}")
-    model = _REGISTRY[name](**kwargs)
+        close = [n for n in _REGISTRY if str(name).split("_")[0] in n][:8]
+        raise UnknownModelError(
+            f"unknown model '{name}'; similar: {close or sorted(_REGISTRY)[:8]}"
+        )
+    try:
+        model = _REGISTRY[name](**kwargs)
+    except TypeError as exc:
+        if "argument" not in str(exc):
+            raise
+        raise ModelArgumentError(
+            f"model '{name}' does not take the arguments {sorted(kwargs)} ({exc})"
+        ) from None
     info = getattr(model, "pretrained_cfg", None)
     if isinstance(info, ModelInfo):
         info.name = name

@@ -39,6 +39,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lafslib.errors import CheckpointError
 from lafslib.models._registry import create_model, list_models
 from lafslib.models.export import save_export
 from lafslib.models.heads import DINOHead
@@ -59,7 +60,7 @@ FORMATS = ("cvlface", "lafs", "partfvit", "dino", "timm", "dinov2", "insightface
 State = dict[str, torch.Tensor]
 
 
-class ConversionError(ValueError):
+class ConversionError(CheckpointError):
     """A checkpoint does not match the target model; the message lists the offending keys."""
 
 

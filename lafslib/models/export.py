@@ -1,7 +1,8 @@
 """Exported backbones: ``model.safetensors`` + ``model.json`` (registry name, kwargs, preprocessing).
 
 Loading rebuilds the model from the registry and reads tensors with safetensors, so an export
-never executes code.
+never executes code. A missing, truncated or mismatched file raises
+:class:`~lafslib.errors.ExportError` naming it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lafslib.errors import ExportError, InputNotFoundError
 from lafslib.models._registry import create_model, model_info
 from lafslib.models.ssl_features import SSLFeatures
 
-__all__ = ["save_export", "load_export", "read_export_info"]
+__all__ = ["save_export", "load_export", "load_export_weights", "read_export_info"]
 
 
 FEATURES = ("head", "ssl")
@@ -55,12 +57,61 @@ def save_export(
 
 
 def read_export_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``model.json`` of an export folder."""
+    """The ``model.json`` of an export folder (checked: a JSON object with a model name).
+
+    Raises:
+        InputNotFoundError: no such folder, or no ``model.json`` in it.
+        ExportError: ``model.json`` is not valid JSON or names no model.
+    """
     path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(f"export folder not found: {path}")
     meta = path / "model.json" if path.is_dir() else path.with_name("model.json")
     if not meta.is_file():
-        raise FileNotFoundError(f"no model.json in export {path}")
-    return json.loads(meta.read_text())
+        raise InputNotFoundError(
+            f"no model.json in export {path} (write one with 'lafs export' or 'lafs convert')"
+        )
+    try:
+        info = json.loads(meta.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ExportError(f"{meta}: not valid JSON ({exc})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("name"), str):
+        raise ExportError(f"{meta}: expected a JSON object with the model 'name'")
+    if not isinstance(info.get("kwargs", {}), dict):
+        raise ExportError(f"{meta}: 'kwargs' must be a JSON object")
+    return info
+
+
+def load_export_weights(
+    model: nn.Module, path: str | os.PathLike[str], strict: bool = True
+) -> None:
+    """Load an export's ``model.safetensors`` into ``model`` (every key must match).
+
+    Raises:
+        InputNotFoundError: no ``model.safetensors``.
+        ExportError: not a safetensors file, or weights of another model.
+    """
+    path = Path(path)
+    weights = (path if path.is_dir() else path.parent) / "model.safetensors"
+    if not weights.is_file():
+        raise InputNotFoundError(f"no model.safetensors in export {weights.parent}")
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # SafetensorError, OSError, ...: a damaged or foreign file
+        raise ExportError(f"{weights}: not a readable safetensors file ({exc})") from None
+    name = model_info(model).name
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), "")
+        raise ExportError(
+            f"{weights}: weights do not fit model '{name}' ({detail or 'shape mismatch'})"
+        ) from None
+    if strict and (missing or unexpected):
+        raise ExportError(
+            f"{weights}: weights do not match model '{name}': "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
 
 
 def load_export(path: str | os.PathLike[str], strict: bool = True) -> nn.Module:
@@ -71,18 +122,10 @@ def load_export(path: str | os.PathLike[str], strict: bool = True) -> nn.Module:
     folder = path if path.is_dir() else path.parent
     info = read_export_info(folder)
     model = create_model(info["name"], **info.get("kwargs", {}))
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"no model.safetensors in export {folder}")
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
-    if strict and (missing or unexpected):
-        raise ValueError(
-            f"{weights}: weights do not match model '{info['name']}': "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
+    load_export_weights(model, folder, strict)
     feature = info.get("feature", "head")
     if feature not in FEATURES:
-        raise ValueError(
+        raise ExportError(
             f"{folder / 'model.json'}: feature must be one of {FEATURES}, got {feature!r}"
         )
     return (SSLFeatures(model) if feature == "ssl" else model).eval()

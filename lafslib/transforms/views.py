@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from lafslib.errors import DataError
 from lafslib.landmarks.grid import FLIP_5, grid_flip_index, landmark_grid
 from lafslib.landmarks.template import landmarks68_to_5, template_for_size
 from lafslib.transforms.landmark import flip_landmarks, perturb_landmarks, subset_landmarks
@@ -243,7 +244,10 @@ class LAFSViews:
         five = landmarks68_to_5(pts) if len(pts) == 68 else pts
         if len(five) != 5:
             five = template_for_size(h)
-        return landmark_grid(pts, self.grid, h, method=self.grid_method), five
+        try:
+            return landmark_grid(pts, self.grid, h, method=self.grid_method), five
+        except ValueError as exc:  # e.g. a 49-point sidecar for a 14x14 grid
+            raise DataError(f"landmarks of {sample.get('path', 'an image')}: {exc}") from None
 
     def _mosaics(self, images: torch.Tensor, centers: torch.Tensor, side: int) -> torch.Tensor:
         """Patches at ``centers`` tiled into mosaics by one ``grid_sample`` in mosaic layout.

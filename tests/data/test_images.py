@@ -11,6 +11,7 @@ from PIL import Image
 
 from lafslib.data.folder import ImageFolderDataset
 from lafslib.data.images import BadImageError, decode_image, read_image
+from lafslib.errors import DataError
 
 
 def _save(path: Path, img: Image.Image, fmt: str, **kw) -> Path:
@@ -75,8 +76,9 @@ def test_dataset_with_no_readable_image_fails(tmp_path: Path) -> None:
     (tmp_path / "x" / "a.jpg").write_bytes(b"")
     (tmp_path / "x" / "b.jpg").write_text("nope")
     ds = ImageFolderDataset(tmp_path)
-    with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match="no readable image"):
+    with pytest.warns(RuntimeWarning), pytest.raises(DataError, match="no readable image") as exc:
         ds[0]
+    assert str(tmp_path) in str(exc.value)  # a user error naming the folder
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no image files"):
         ImageFolderDataset(tmp_path / "empty")

@@ -276,3 +276,31 @@ def test_landmark_consistency_keeps_the_landmark_cnn_near_its_start(tmp_path: Pa
     assert drift(1000.0, "tied") < drift(0.0, "free")
     with pytest.raises(ConfigError, match="landmark CNN"):
         finetune(_recipe(tmp_path, "bad", ["loss.landmark_consistency=1.0"]))
+
+
+def test_few_shot_subset_replaces_a_bad_image_from_inside_the_subset(
+    tmp_path: Path, face_folder
+) -> None:
+    from lafslib.data import ImageFolderDataset
+    from lafslib.engine.finetune import FaceTransform, FewShotSubset
+    from lafslib.errors import DataError
+
+    files = face_folder(tmp_path / "faces", identities=2, per_identity=2)
+    files[1].write_bytes(b"")  # the last image of identity 0; the next one is identity 1's
+    base = ImageFolderDataset(tmp_path / "faces", labelled=True, transform=FaceTransform())
+    subset = FewShotSubset(base, [0, 1], {0: 0})
+    with pytest.warns(RuntimeWarning, match="empty file"):
+        x, y, _ = subset[1]
+    assert y == 0 and x.shape == (3, 112, 112)
+    with pytest.raises(DataError, match=r"faces \(training subset\): no readable image among 1"):
+        FewShotSubset(base, [1], {0: 0})[0]
+
+
+def test_few_shot_finetune_on_a_folder_with_a_bad_image(tmp_path: Path, face_folder) -> None:
+    files = face_folder(tmp_path / "faces", identities=3, per_identity=2)
+    files[3].write_bytes(b"\xff\xd8 truncated")  # the next image is of identity 2, left out
+    sets = [f"data.train={tmp_path / 'faces'}", "data.max_images=4", "data.batch_size=2",
+            "run.max_steps=2", "run.tensorboard=false"]  # fmt: skip
+    with pytest.warns(RuntimeWarning):
+        run = finetune(_recipe(tmp_path, "few", sets))
+    assert (run / "export/model.json").is_file()

@@ -245,3 +245,15 @@ def test_learned_landmark_source_and_init(faces_mini: Path, tmp_path: Path) -> N
     bad = [*args[:2], "--set", f"run.output_dir={tmp_path / 'bad'}", "--set",
            "views.landmark_source=net", "--set", "views.kind=lafs"]  # fmt: skip
     assert main(bad) == 2  # no views.landmark_net: a clear recipe error before any work
+
+
+@pytest.mark.parametrize("tensorboard", [True, False])
+def test_pretraining_starts_when_the_first_image_is_unreadable(
+    tmp_path: Path, face_folder, tensorboard: bool
+) -> None:
+    files = face_folder(tmp_path / "faces", identities=2, per_identity=4)
+    files[0].write_bytes(b"")
+    recipe = _recipe(tmp_path, "run", run__max_steps=1, run__tensorboard=tensorboard)
+    with pytest.warns(RuntimeWarning, match="empty file"):
+        assert main(["pretrain", str(recipe), "--set", f"data.train={tmp_path / 'faces'}"]) == 0
+    assert (tmp_path / "run/tb").is_dir() == tensorboard

@@ -47,3 +47,19 @@ def test_validation_errors(tmp_path: Path) -> None:
     path.write_text("path,x0,y0\na.jpg,1,2\n")
     with pytest.raises(LandmarkFileError, match="expected 5 points"):
         load_landmarks(path, num_points=5)
+
+
+def test_unreadable_npz_sidecars_name_the_file(tmp_path: Path) -> None:
+    hostile = tmp_path / "hostile.npz"  # an object array: loading it would need pickle
+    np.savez(hostile, keys=np.array(["a.jpg"]), points=np.array([object()], dtype=object))
+    not_zip = tmp_path / "plain.npz"
+    np.save(tmp_path / "plain.npy", np.zeros((1, 5, 2)))
+    (tmp_path / "plain.npy").rename(not_zip)
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, keys=np.array(["a.jpg"]), points=np.zeros((1, 10)))
+    text = tmp_path / "latin1.csv"
+    text.write_bytes("path,x0,y0\n\xe9.jpg,1,2\n".encode("latin-1"))
+    for path, reason in ((hostile, "pickle"), (not_zip, "not an .npz"), (flat, "shape"),
+                         (text, "not a readable")):  # fmt: skip
+        with pytest.raises(LandmarkFileError, match=rf"{path.name}: .*{reason}"):
+            load_landmarks(path)
