@@ -134,11 +134,17 @@ class DINOHeadConfig:
 
 @dataclass
 class DINOLossConfig:
-    """DINO self-distillation loss temperatures and centre momentum."""
+    """DINO self-distillation loss temperatures and centre momentum.
+
+    The teacher temperature goes linearly from ``warmup_teacher_temp`` to ``teacher_temp`` over
+    ``warmup_teacher_temp_epochs``: per epoch as DINO (``teacher_temp_schedule: epoch``, reaching
+    ``teacher_temp`` in the last warmup epoch) or per optimizer step (``step``).
+    """
 
     teacher_temp: float = 0.04
     warmup_teacher_temp: float = 0.07
     warmup_teacher_temp_epochs: int = 30
+    teacher_temp_schedule: Literal["epoch", "step"] = "epoch"
     student_temp: float = 0.1
     center_momentum: float = 0.9
 
