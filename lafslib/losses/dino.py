@@ -17,7 +17,8 @@ class DINOLoss(nn.Module):
     The loss is the mean over teacher views ``t`` (the globals) and student views ``s != t`` of
     ``-sum softmax((g_t - c) / tau_t) * log_softmax(f_s / tau_s)``. The centre ``c`` follows
     ``c <- m c + (1 - m) mean(g)``, the mean all-reduced across ranks when a process group is
-    initialised.
+    initialised. Half-precision outputs (autocast) are computed in float32; float64 stays
+    float64 (``.double()`` the module for a float64 centre).
 
     Args:
         out_dim: head output size.
@@ -60,9 +61,9 @@ class DINOLoss(nn.Module):
             raise ValueError(
                 f"outputs have {student_out[0].shape[-1]} dims, loss expects {self.center.shape[-1]}"
             )
-        log_p = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student_out]
+        log_p = [F.log_softmax(_at_least_fp32(s) / self.student_temp, dim=-1) for s in student_out]
         q = [
-            F.softmax((t.float() - self.center) / teacher_temp, dim=-1).detach()
+            F.softmax((_at_least_fp32(t) - self.center) / teacher_temp, dim=-1).detach()
             for t in teacher_out
         ]
         total, pairs = 0.0, 0
@@ -78,11 +79,16 @@ class DINOLoss(nn.Module):
     @torch.no_grad()
     def update_center(self, teacher_out: list[torch.Tensor]) -> None:
         """EMA of the batch mean of teacher outputs (all-reduced across ranks)."""
-        out = torch.cat(teacher_out).float()
+        out = _at_least_fp32(torch.cat(teacher_out))
         batch_sum = out.sum(dim=0, keepdim=True)
-        count = torch.tensor([float(len(out))], device=out.device)
+        count = torch.tensor([float(len(out))], device=out.device, dtype=out.dtype)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(batch_sum)
             dist.all_reduce(count)
         mean = batch_sum / count
         self.center.mul_(self.center_momentum).add_(mean, alpha=1 - self.center_momentum)
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or in its own dtype when that is wider (float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
