@@ -27,6 +27,7 @@ SECTION_ORDER = [
     "views",
     "models",
     "models_gpu",
+    "onnx",
     "pretrain",
     "pretrain_gpu",
     "eval",

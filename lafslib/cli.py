@@ -235,7 +235,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", help="run directory (latest checkpoint) or a checkpoint file")
     p.add_argument("--out", default=None, help="output folder (default: RUN/export)")
-    p.add_argument("--onnx", action="store_true", help="also write model.onnx (needs [onnx])")
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write model.onnx (inputs images and, for KP-RPE models, keypoints (B, 5, 2); "
+        "dynamic batch; checked with onnxruntime; needs [onnx])",
+    )
     p.set_defaults(func=_run_export)
 
 

@@ -164,17 +164,21 @@ class DINOHeadConfig:
 
 @dataclass
 class DINOLossConfig:
-    """DINO self-distillation loss temperatures and centre momentum."""
+    """DINO self-distillation loss temperatures and centre momentum.
+
+    The teacher temperature goes linearly from ``warmup_teacher_temp`` to ``teacher_temp`` over
+    ``warmup_teacher_temp_epochs``: per epoch as DINO (``teacher_temp_schedule: epoch``, reaching
+    ``teacher_temp`` in the last warmup epoch) or per optimizer step (``step``).
+    """
 
     teacher_temp: float = bounded(0.04, gt=0)
     warmup_teacher_temp: float = bounded(0.07, gt=0)
     warmup_teacher_temp_epochs: int = bounded(30, ge=0)
+    teacher_temp_schedule: Literal["epoch", "step"] = "epoch"
     student_temp: float = bounded(0.1, gt=0)
     center_momentum: float = bounded(0.9, ge=0, le=1)
     centering: Literal["ema", "sinkhorn"] = "ema"  # ema: DINO; sinkhorn: DINOv2
-    koleo_weight: float = bounded(
-        0.0, ge=0
-    )  # KoLeo on the student's global SSL features (DINOv2: 0.1)
+    koleo_weight: float = bounded(0.0, ge=0)  # KoLeo on the student's global SSL features
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Shared fixtures: real faces from ../shared/data, skipped (or failed in CI) when absent."""
+"""Shared fixtures: real faces from ../shared/data and reference outputs from ../shared/golden,
+skipped (or failed in CI) when absent."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ SHARED_DATA = Path(
         "LAFS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"
     )
 )
+GOLDEN = Path(
+    os.environ.get("LAFS_GOLDEN", Path(__file__).resolve().parents[1].parent / "shared" / "golden")
+)
 
 
-def _require(path: Path) -> Path:
+def _require(path: Path, what: str = "real face data", env: str = "LAFS_SHARED_DATA") -> Path:
     if path.exists():
         return path
-    reason = f"real face data not found at {path} (set LAFS_SHARED_DATA or put ../shared beside the repo)"
+    reason = f"{what} not found at {path} (set {env} or put ../shared beside the repo)"
     if os.environ.get("LAFS_REQUIRE_TEST_DATA") == "1":
         pytest.fail(reason + "; LAFS_REQUIRE_TEST_DATA=1 makes this a failure")
     pytest.skip(reason)
@@ -52,6 +56,12 @@ def celeba_raw_mini(shared_data: Path) -> Path:
 def lfw_bin(shared_data: Path) -> Path:
     """The standard 6,000-pair LFW .bin."""
     return _require(shared_data / "lfw" / "lfw.bin")
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    """../shared/golden: outputs of the reference implementations (README there)."""
+    return _require(GOLDEN, "golden reference data", "LAFS_GOLDEN")
 
 
 @pytest.fixture(autouse=True)

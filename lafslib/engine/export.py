@@ -4,14 +4,20 @@ A pretraining export embeds with the teacher's self-supervised feature (``"featu
 ``model.json``), the one DINO trains; a finetuning export with the trained embedding head.
 
 Writes ``model.safetensors`` + ``model.json`` (what ``lafs finetune --init`` and ``lafs eval``
-load) and, with ``onnx=True``, ``model.onnx`` with a dynamic batch axis, checked against the
-PyTorch outputs with onnxruntime.
+load) and, with ``onnx=True``, ``model.onnx`` (:func:`export_onnx`): every registered family
+(face ViT, ViT + KP-RPE, CVLFace ViT +- KP-RPE, Part fViT, IResNet, timm ViT) exports with
+``torch.onnx.export(dynamo=True)`` and a dynamic batch axis. Inputs: ``images`` (B, 3, H, W)
+and, for models that need keypoints (KP-RPE), ``keypoints`` (B, K, 2) as (x, y) in [0, 1];
+output ``embeddings`` (B, D). ``model.json`` records them under ``onnx``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +25,12 @@ from torch import nn
 
 from lafslib.config import config_from_dict
 from lafslib.engine.checkpoint import latest_checkpoint, load_checkpoint
-from lafslib.models import create_model, save_export
+from lafslib.models import create_model, model_info, save_export
 from lafslib.models.ssl_features import SSLFeatures
 
-__all__ = ["export_run", "export_onnx"]
+__all__ = ["export_run", "export_onnx", "onnx_signature"]
+
+_ONNX_SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB, with room for the graph
 
 
 def _backbone_state(state: dict, task: str) -> dict[str, torch.Tensor]:
@@ -64,43 +72,96 @@ def export_run(
         model = merge_lora(model)  # a plain backbone: W + scale * B @ A
     out_dir = Path(out) if out else (run if run.is_dir() else run.parent.parent) / "export"
     feature = "ssl" if cfg.task == "pretrain" else "head"
-    save_export(model.eval(), out_dir, feature=feature, step=int(state["step"]), source=str(ckpt))
+    embedder = SSLFeatures(model.eval()) if feature == "ssl" else model.eval()
+    extra: dict[str, Any] = {"step": int(state["step"]), "source": str(ckpt)}
     if onnx:
-        export_onnx(SSLFeatures(model) if feature == "ssl" else model, out_dir / "model.onnx")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        export_onnx(embedder, out_dir / "model.onnx")
+        extra["onnx"] = {"file": "model.onnx", **onnx_signature(embedder)}
+    save_export(model.eval(), out_dir, feature=feature, **extra)
     return out_dir
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike[str], atol: float = 1e-4) -> Path:
-    """Write an ONNX file with a dynamic batch axis and check it against PyTorch."""
+def onnx_signature(model: nn.Module) -> dict[str, dict[str, list[int | str]]]:
+    """Names and shapes (``"batch"``: the dynamic axis) of the ONNX inputs and output."""
+    info = model_info(model)
+    inputs: dict[str, list[int | str]] = {"images": ["batch", *info.input_size]}
+    if info.needs_keypoints:
+        inputs["keypoints"] = ["batch", info.num_keypoints, 2]
+    return {"inputs": inputs, "outputs": {"embeddings": ["batch", info.embed_dim]}}
+
+
+def _onnx_example(model: nn.Module, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """Random inputs in the ONNX order: images in [-1, 1] and, if needed, keypoints in [0, 1]."""
+    info = model_info(model)
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch, *info.input_size, generator=g) * 2 - 1
+    if not info.needs_keypoints:
+        return (images,)
+    return images, torch.rand(batch, info.num_keypoints, 2, generator=g)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    batch_size: int = 2,
+    check_batch_size: int = 3,
+) -> Path:
+    """Write ``model`` (moved to the CPU, eval mode) as ONNX and check it against PyTorch.
+
+    The graph is traced by ``torch.onnx.export(dynamo=True)`` at ``batch_size`` with a dynamic
+    batch axis (:func:`onnx_signature` gives the names), then run by onnxruntime on other random
+    inputs (random keypoints too) of ``check_batch_size``. The file appears only when the
+    outputs agree. Models over 2 GiB get their weights in ``<name>.data`` beside it.
+
+    Raises:
+        ImportError: onnx, onnxscript or onnxruntime missing (the ``onnx`` extra).
+        ValueError: ONNX Runtime's outputs differ from PyTorch's.
+    """
     try:
         import onnxruntime as ort
+        import onnxscript  # noqa: F401  (the dynamo exporter's translator)
     except ImportError:
         raise ImportError("ONNX export needs the onnx extra: pip install 'lafslib[onnx]'") from None
     model = model.eval().cpu()
-    _, c, h, w = (1, *model.pretrained_cfg.input_size)
-    example = torch.randn(2, c, h, w)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.onnx.export(
-        model,
-        (example,),
-        str(tmp),
-        input_names=["images"],
-        output_names=["embeddings"],
-        dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
-    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    check = torch.randn(3, c, h, w)
-    with torch.no_grad():
-        expected = model(check).numpy()
-    got = session.run(None, {"images": check.numpy()})[0]
-    if not np.allclose(got, expected, atol=atol, rtol=1e-3):
-        tmp.unlink(missing_ok=True)
-        raise ValueError(
-            f"{path}: ONNX outputs differ from PyTorch (max abs diff "
-            f"{np.abs(got - expected).max():.2e})"
-        )
-    os.replace(tmp, path)
+    signature = onnx_signature(model)
+    names = list(signature["inputs"])
+    check = _onnx_example(model, check_batch_size, seed=1)
+    with torch.no_grad():  # also fills the models' caches (KP-RPE bucket indices) with constants
+        expected = model(*check).numpy()
+    batch = torch.export.Dim("batch")
+    tmp = path.parent / f".{path.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    try:
+        with warnings.catch_warnings():  # both inputs share the one batch dimension
+            warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
+            torch.onnx.export(
+                model,
+                _onnx_example(model, batch_size, seed=0),
+                str(tmp / path.name),
+                input_names=names,
+                output_names=list(signature["outputs"]),
+                dynamic_shapes=tuple({0: batch} for _ in names),
+                dynamo=True,
+                external_data=size > _ONNX_SINGLE_FILE_LIMIT,
+                verbose=False,
+            )
+        session = ort.InferenceSession(str(tmp / path.name), providers=["CPUExecutionProvider"])
+        got = session.run(None, {n: t.numpy() for n, t in zip(names, check)})[0]
+        if got.shape != expected.shape:
+            raise ValueError(f"{path}: ONNX output {got.shape}, PyTorch {expected.shape}")
+        if not np.allclose(got, expected, atol=atol, rtol=rtol):
+            raise ValueError(
+                f"{path}: ONNX outputs differ from PyTorch (max abs diff "
+                f"{np.abs(got - expected).max():.2e})"
+            )
+        for f in tmp.iterdir():
+            os.replace(f, path.parent / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path

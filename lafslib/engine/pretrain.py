@@ -319,7 +319,8 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
     global_batch = d.batch_size * info.world_size * o.accumulate
     peak_lr = o.lr * global_batch / 256.0
     warmup = o.warmup_epochs * steps_per_epoch
-    temp_warmup = cfg.loss.warmup_teacher_temp_epochs * steps_per_epoch
+    temp_per_step = cfg.loss.teacher_temp_schedule == "step"
+    temp_warmup = cfg.loss.warmup_teacher_temp_epochs * (steps_per_epoch if temp_per_step else 1)
 
     step = 0
     ckpt_dir = run_dir / "checkpoints"
@@ -381,7 +382,10 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
             wd = cosine_schedule(step, total_steps, o.weight_decay, o.weight_decay_end)
             momentum = cosine_schedule(step, total_steps, o.momentum_teacher, 1.0)
             t_temp = teacher_temperature(
-                step, temp_warmup, cfg.loss.warmup_teacher_temp, cfg.loss.teacher_temp
+                step if temp_per_step else epoch,
+                temp_warmup,
+                cfg.loss.warmup_teacher_temp,
+                cfg.loss.teacher_temp,
             )
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -8,11 +8,14 @@ accuracy is reported as mean and std over folds. VAL@FAR=1e-3 interpolates, on t
 folds, the threshold in ``0, 0.001, ..., 3.999`` at which the false accept rate is 1e-3, and
 measures the true accept rate on the test fold.
 
+The VAL threshold equals insightface's ``interp1d(far_train, thresholds, kind="slinear")`` as
+it runs under the SciPy it was written for (<= 1.8): linear interpolation between the last
+threshold whose train FAR is <= 1e-3 and the next threshold, i.e. ``np.interp`` on the sorted
+curve. Current SciPy rejects that call (the FAR curve has plateaus of repeated values,
+insightface issues #2152 / #2290); lafslib computes the same value without SciPy.
+
 Everything is vectorised with sorted distances and ``searchsorted`` (no Python loop over
-thresholds). One difference from the reference: insightface interpolates the FAR curve with
-``scipy.interpolate.interp1d(kind="slinear")``, which current SciPy rejects when the curve
-has plateaus (repeated FAR values); lafslib interpolates linearly over the distinct FAR values,
-taking the smallest threshold of each plateau, which equals the reference wherever it runs.
+thresholds).
 """
 
 from __future__ import annotations
@@ -63,10 +66,22 @@ def _counts(dist: np.ndarray, same: np.ndarray, thresholds: np.ndarray) -> tuple
 
 
 def _interp_threshold(far: np.ndarray, thresholds: np.ndarray, target: float) -> float:
+    """Threshold at which the train FAR reaches ``target`` (insightface's ``calculate_val``).
+
+    Args:
+        far: (T,) false accept rates, non-decreasing along ``thresholds``.
+        thresholds: (T,) increasing grid.
+        target: FAR target.
+
+    Returns:
+        Linear interpolation between the last threshold with ``far <= target`` and the next
+        one (``np.interp(target, far, thresholds)``); 0 when ``far`` stays below ``target``.
+    """
     if far.max() < target:
         return 0.0
-    far_u, first = np.unique(far, return_index=True)
-    return float(np.interp(target, far_u, thresholds[first]))
+    j = int(np.searchsorted(far, target, side="right")) - 1  # last grid point with far <= target
+    j = min(max(j, 0), len(far) - 2)
+    return float(np.interp(target, far[j : j + 2], thresholds[j : j + 2]))
 
 
 def verification_10fold(
@@ -86,7 +101,8 @@ def verification_10fold(
         distances: precomputed (P,) squared distances instead of embeddings.
 
     Returns:
-        accuracy mean/std and per fold, best thresholds, VAL/std/FAR, mean ROC (tpr, fpr).
+        accuracy mean/std and per fold, best thresholds, VAL/std/FAR (and per fold, with the
+        interpolated FAR-target thresholds), mean ROC over folds (tpr, fpr).
     """
     issame = np.asarray(issame, dtype=bool)
     dist = pair_distances(embeddings) if distances is None else np.asarray(distances, np.float64)
@@ -97,7 +113,7 @@ def verification_10fold(
     folds = kfold_indices(len(dist), n_folds)
     total = _counts(dist, issame, thr_acc)
     total_v = _counts(dist, issame, thr_val)
-    acc, best, val, far, tprs, fprs = [], [], [], [], [], []
+    acc, best, val, far, val_thr, tprs, fprs = [], [], [], [], [], [], []
     for test in folds:
         d, s = dist[test], issame[test]
         tp_t, fp_t, np_t, nn_t = _counts(d, s, thr_acc)
@@ -112,6 +128,7 @@ def verification_10fold(
         tpv_t, fpv_t, npv_t, nnv_t = _counts(d, s, thr_val)
         far_train = (total_v[1] - fpv_t) / (total_v[3] - nnv_t)
         threshold = _interp_threshold(far_train, thr_val, far_target)
+        val_thr.append(threshold)
         ta = np.sum((d < threshold) & s)
         fa = np.sum((d < threshold) & ~s)
         val.append(ta / npv_t if npv_t else 0.0)
@@ -124,6 +141,9 @@ def verification_10fold(
         "val": float(np.mean(val)),
         "val_std": float(np.std(val)),
         "far": float(np.mean(far)),
+        "fold_val": [float(v) for v in val],
+        "fold_far": [float(f) for f in far],
+        "val_thresholds": val_thr,
         "tpr": np.mean(tprs, axis=0).tolist(),
         "fpr": np.mean(fprs, axis=0).tolist(),
     }

@@ -100,8 +100,7 @@ def num_product_buckets(ratio: float = 1.9) -> int:
     return (2 * int(2 * ratio) + 1) ** 2
 
 
-@lru_cache(maxsize=32)
-def _grid_bucket_ids_cpu(height: int, width: int, ratio: float, prefix: int) -> torch.Tensor:
+def _grid_bucket_ids(height: int, width: int, ratio: float, prefix: int) -> torch.Tensor:
     rows = torch.arange(height).repeat_interleave(width)  # (N,) row of token i
     cols = torch.arange(width).repeat(height)
     ids = product_bucket_ids(rows[:, None] - rows[None], cols[:, None] - cols[None], ratio)
@@ -109,6 +108,9 @@ def _grid_bucket_ids_cpu(height: int, width: int, ratio: float, prefix: int) -> 
         # prefix tokens (CLS, registers) use one extra bucket whose context is zero
         ids = nn.functional.pad(ids, (prefix, 0, prefix, 0), value=num_product_buckets(ratio))
     return ids
+
+
+_grid_bucket_ids_cpu = lru_cache(maxsize=32)(_grid_bucket_ids)
 
 
 def grid_bucket_ids(
@@ -130,7 +132,10 @@ def grid_bucket_ids(
     Returns:
         Long tensor (P + N, P + N) with ``N = height * width``, ``P = num_prefix_tokens``.
     """
-    ids = _grid_bucket_ids_cpu(int(height), int(width), float(ratio), int(num_prefix_tokens))
+    # under torch.compile / torch.export the ops are traced: a tensor cached there would be a
+    # fake one (a model run once before export has real cached indices, exported as constants)
+    build = _grid_bucket_ids if torch.compiler.is_compiling() else _grid_bucket_ids_cpu
+    ids = build(int(height), int(width), float(ratio), int(num_prefix_tokens))
     return ids.to(device) if device is not None else ids
 
 
@@ -252,6 +257,8 @@ class KPRPE(nn.Module):
         index = self._index_cache.get(key)
         if index is None:
             ids = grid_bucket_ids(height, width, self.ratio, self.num_prefix_tokens, device)
+            if torch.compiler.is_compiling():  # traced ops: never cache a tensor made there
+                return ids[None, None]
             index = self._index_cache[key] = ids[None, None]
         return index
 

@@ -52,6 +52,8 @@ class DINOLoss(nn.Module):
     initialised. With ``centering="sinkhorn"`` the teacher targets are instead balanced over
     the batch by :func:`sinkhorn_knopp` (DINOv2), which keeps them sharp and different from
     image to image from the first step; the centre is still tracked for monitoring.
+    Half-precision outputs (autocast) are computed in float32; float64 stays float64
+    (``.double()`` the module for a float64 centre).
 
     Args:
         out_dim: head output size.
@@ -104,12 +106,13 @@ class DINOLoss(nn.Module):
             raise ValueError(
                 f"outputs have {student_out[0].shape[-1]} dims, loss expects {self.center.shape[-1]}"
             )
-        log_p = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student_out]
+        log_p = [F.log_softmax(_at_least_fp32(s) / self.student_temp, dim=-1) for s in student_out]
         if self.centering == "sinkhorn":
-            q = sinkhorn_knopp(torch.cat(teacher_out).float(), teacher_temp).chunk(len(teacher_out))
+            q = sinkhorn_knopp(torch.cat([_at_least_fp32(t) for t in teacher_out]), teacher_temp)
+            q = q.chunk(len(teacher_out))
         else:
             q = [
-                F.softmax((t.float() - self.center) / teacher_temp, dim=-1).detach()
+                F.softmax((_at_least_fp32(t) - self.center) / teacher_temp, dim=-1).detach()
                 for t in teacher_out
             ]
         total, pairs = 0.0, 0
@@ -125,11 +128,16 @@ class DINOLoss(nn.Module):
     @torch.no_grad()
     def update_center(self, teacher_out: list[torch.Tensor]) -> None:
         """EMA of the batch mean of teacher outputs (all-reduced across ranks)."""
-        out = torch.cat(teacher_out).float()
+        out = _at_least_fp32(torch.cat(teacher_out))
         batch_sum = out.sum(dim=0, keepdim=True)
-        count = torch.tensor([float(len(out))], device=out.device)
+        count = torch.tensor([float(len(out))], device=out.device, dtype=out.dtype)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(batch_sum)
             dist.all_reduce(count)
         mean = batch_sum / count
         self.center.mul_(self.center_momentum).add_(mean, alpha=1 - self.center_momentum)
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or in its own dtype when that is wider (float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))

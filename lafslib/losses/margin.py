@@ -15,9 +15,10 @@ linear layer or PartialFC's sampled centres).
 - FRABSM: AdaFace with the additive term scaled by 0.7 (``additive_scale``) and sample-mining
   weights on the cross-entropy (:func:`frabsm_weights`).
 - AdaFace (Kim et al., CVPR 2022): the margin adapts to the feature norm ``||f||`` (image
-  quality): ``z = clip(h * (||f|| - mu) / (sigma + eps), -1, 1)`` with batch statistics mu,
-  sigma tracked by an EMA of rate ``t_alpha``; ``g_ang = -m z``, ``g_add = m + m z``; target
-  ``s * (cos(clip(theta + g_ang, eps, pi - eps)) - g_add)``.
+  quality): ``z = clip(h * (||f|| - mu) / (sigma + 1e-3), -1, 1)`` with batch statistics mu,
+  sigma tracked by an EMA of rate ``t_alpha``; ``g_ang = -m z``, ``g_add = m + m z``; every
+  cosine is clamped to ``[-1 + 1e-3, 1 - 1e-3]`` and the target becomes
+  ``s * (cos(clip(theta + g_ang, 1e-3, pi - 1e-3)) - g_add)``, as AdaFace's ``head.py``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torch import nn
 __all__ = ["CombinedMarginLoss", "AdaFaceLoss", "arcface", "cosface", "frabsm_weights"]
 
 _EPS = 1e-6
+_ADAFACE_EPS = 1e-3  # AdaFace's clamp of the cosines and of the target angle
 
 
 def _target_cos_combined(theta: torch.Tensor, m1: float, m2: float, m3: float) -> torch.Tensor:
@@ -125,6 +127,12 @@ class AdaFaceLoss(nn.Module):
         self.register_buffer("batch_mean", torch.tensor(20.0))
         self.register_buffer("batch_std", torch.tensor(100.0))
 
+    def margin_scaler(self, norms: torch.Tensor) -> torch.Tensor:
+        """``z = clip(h * (clip(||f||, 0.001, 100) - mu) / (sigma + 1e-3), -1, 1)`` (B,) with
+        the current statistics, from feature norms (B,) (detached)."""
+        safe = norms.detach().clamp(0.001, 100.0)
+        return ((safe - self.batch_mean) / (self.batch_std + 1e-3) * self.h).clamp(-1, 1)
+
     def forward(
         self, cosine: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
@@ -132,23 +140,23 @@ class AdaFaceLoss(nn.Module):
         -1 marks rows without a target class.
 
         Returns:
-            scaled logits (B, C); updates the running statistics in training mode.
+            scaled logits (B, C); in training mode the running statistics are updated with
+            this batch (mean and unbiased std of the clipped norms) before they are used.
         """
-        safe = norms.detach().clamp(0.001, 100.0)
         if self.training:
             with torch.no_grad():
+                safe = norms.detach().clamp(0.001, 100.0)
                 mean, std = safe.mean(), safe.std() if len(safe) > 1 else torch.zeros(())
                 self.batch_mean.mul_(1 - self.t_alpha).add_(self.t_alpha * mean)
                 self.batch_std.mul_(1 - self.t_alpha).add_(self.t_alpha * std)
-        z = ((safe - self.batch_mean) / (self.batch_std + 1e-3) * self.h).clamp(-1, 1)
+        z = self.margin_scaler(norms)
         rows = torch.nonzero(labels >= 0).squeeze(1)
         labels, z = labels[rows], z[rows]
-        target = cosine[rows, labels]
-        theta = torch.acos(target.clamp(-1 + _EPS, 1 - _EPS))
+        logits = cosine.clamp(-1 + _ADAFACE_EPS, 1 - _ADAFACE_EPS)
+        theta = torch.acos(logits[rows, labels])
         g_ang = -self.margin * z
         g_add = (self.margin + self.margin * z) * self.additive_scale
-        new = torch.cos((theta + g_ang).clamp(_EPS, math.pi - _EPS)) - g_add
-        logits = cosine.clone()
+        new = torch.cos((theta + g_ang).clamp(_ADAFACE_EPS, math.pi - _ADAFACE_EPS)) - g_add
         logits[rows, labels] = new.to(logits.dtype)
         return logits * self.scale
 

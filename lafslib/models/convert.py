@@ -384,7 +384,8 @@ def dino_head_from_state(state: State) -> DINOHead:
     """Build a :class:`DINOHead` from DINO/LAFS head weights (``mlp.*``, ``last_layer.*``).
 
     Legacy ``last_layer.weight_g`` / ``weight_v`` (``torch.nn.utils.weight_norm``) become the
-    parametrization's ``original0`` / ``original1``.
+    parametrization's ``original0`` / ``original1``. The head takes the weights' dtype (e.g.
+    float64 stays float64); weights of mixed floating dtypes are an error.
     """
     state = _rename(
         state,
@@ -408,6 +409,9 @@ def dino_head_from_state(state: State) -> DINOHead:
             for k, t in state.items()
         }
         linears = [0]
+    dtypes = sorted({str(t.dtype) for t in state.values() if t.is_floating_point()})
+    if len(dtypes) > 1:
+        raise ConversionError(f"DINO head weights mix dtypes {dtypes}: cast them to one first")
     first = state[f"mlp.{linears[0]}.weight"]
     use_bn = any(re.match(r"mlp\.\d+\.running_mean$", k) for k in state)
     head = DINOHead(
@@ -418,7 +422,7 @@ def dino_head_from_state(state: State) -> DINOHead:
         num_layers=len(linears),
         use_bn=use_bn,
         norm_last_layer=False,
-    )
+    ).to(v.dtype)
     _load_strict(head, state, "DINO head")
     return head
 

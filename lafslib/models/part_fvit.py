@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from lafslib.layers.patch_sampling import patches_to_mosaic, sample_patches
-from lafslib.models._registry import ModelInfo, create_model, register_model
+from lafslib.models._registry import ModelInfo, create_model, model_info, register_model
 from lafslib.models.landmark_net import LandmarkNet
 
 __all__ = ["PartFViT", "release_coord_range"]
@@ -103,8 +103,13 @@ class PartFViT(nn.Module):
         self.num_prefix_tokens = getattr(self.vit, "num_prefix_tokens", 0)
         self.last_landmarks: torch.Tensor | None = None
         self.predicted_landmarks: torch.Tensor | None = None
+        inner = model_info(self.vit)
         self.pretrained_cfg = ModelInfo(
-            name="PartFViT", input_size=(3, img_size, img_size), embed_dim=self.embed_dim
+            name="PartFViT",
+            input_size=(3, img_size, img_size),
+            needs_keypoints=inner.needs_keypoints,  # a KP-RPE transformer
+            num_keypoints=inner.num_keypoints,
+            embed_dim=self.embed_dim,
         )
 
     def train(self, mode: bool = True) -> PartFViT:
@@ -126,10 +131,13 @@ class PartFViT(nn.Module):
         return patches_to_mosaic(sample_patches(x, centers, self.patch_size), g)
 
     def _centers(self, x: torch.Tensor, token_centers: torch.Tensor | None) -> torch.Tensor:
-        if token_centers is None:
+        predicted = token_centers is None
+        if predicted:
             token_centers = self.predict_landmarks(x)
-            self.predicted_landmarks = token_centers  # with its graph, for landmark losses
-        self.last_landmarks = token_centers.detach()
+        if not torch.compiler.is_compiling():  # a tensor kept while tracing would be fake
+            if predicted:
+                self.predicted_landmarks = token_centers  # with its graph, for landmark losses
+            self.last_landmarks = token_centers.detach()
         return token_centers
 
     def forward_features(

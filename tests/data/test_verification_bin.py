@@ -22,6 +22,8 @@ def test_lfw_bin_loads(lfw_bin: Path) -> None:
 def test_mini_bin_and_roundtrip(faces_mini: Path, tmp_path: Path) -> None:
     bins, issame = load_bin_raw(faces_mini / "lfw_mini.bin")
     assert len(bins) == 200 and issame.sum() == 50
+    # as lfw.bin: 10 folds of 10 pairs, each 5 same then 5 different (both classes in a fold)
+    assert issame.tolist() == ([True] * 5 + [False] * 5) * 10
     out = write_bin(tmp_path / "copy.bin", bins, issame)
     a, sa = load_bin(faces_mini / "lfw_mini.bin")
     b, sb = load_bin(out)

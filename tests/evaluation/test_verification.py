@@ -1,12 +1,27 @@
-"""10-fold protocol against an explicit re-implementation of insightface's procedure."""
+"""10-fold protocol against an explicit re-implementation of insightface's procedure and
+against insightface's own outputs (../shared/golden/verification.npz)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from scipy import interpolate
 
 from lafslib.evaluation import pair_distances, roc_curve, tar_at_far, verification_10fold
+from lafslib.evaluation.verification import _interp_threshold
+
+
+def _slinear_threshold(far: np.ndarray, thresholds: np.ndarray, target: float) -> float:
+    """insightface's threshold under SciPy <= 1.8, as a loop: interpolate from the last grid
+    point whose FAR is <= target to the next one."""
+    if far.max() < target:
+        return 0.0
+    j = max(i for i in range(len(far)) if far[i] <= target)
+    if j == len(far) - 1:
+        return float(thresholds[j])
+    slope = (thresholds[j + 1] - thresholds[j]) / (far[j + 1] - far[j])
+    return float(thresholds[j] + slope * (target - far[j]))
 
 
 def _reference(emb: np.ndarray, issame: np.ndarray, n_folds: int = 10):
@@ -33,11 +48,7 @@ def _reference(emb: np.ndarray, issame: np.ndarray, n_folds: int = 10):
         far_train = np.array(
             [np.sum((dist[train] < t) & ~issame[train]) / np.sum(~issame[train]) for t in thr_val]
         )
-        if far_train.max() >= 1e-3:
-            far_u, first = np.unique(far_train, return_index=True)
-            t = float(interpolate.interp1d(far_u, thr_val[first], kind="slinear")(1e-3))
-        else:
-            t = 0.0
+        t = _slinear_threshold(far_train, thr_val, 1e-3)
         p = dist[test] < t
         vals.append(np.sum(p & issame[test]) / np.sum(issame[test]))
     return np.mean(accs), np.std(accs), np.mean(vals), np.std(vals)
@@ -77,3 +88,42 @@ def test_tar_at_far_and_roc() -> None:
 def test_pair_distances_normalise() -> None:
     emb = np.array([[3.0, 0.0], [0.0, 2.0], [1.0, 1.0], [2.0, 2.0]])
     np.testing.assert_allclose(pair_distances(emb), [2.0, 0.0])
+
+
+def test_interp_threshold_takes_last_point_of_a_plateau() -> None:
+    thresholds = np.arange(6) * 0.1
+    far = np.array([0.0, 0.0, 0.0, 0.002, 0.002, 0.004])
+    # last point with FAR <= 1e-3 is index 2 (0.2); halfway to index 3 (0.3)
+    assert _interp_threshold(far, thresholds, 1e-3) == pytest.approx(0.25, abs=1e-15)
+    assert _interp_threshold(far, thresholds, 2e-3) == pytest.approx(0.4, abs=1e-15)
+    assert _interp_threshold(far, thresholds, 5e-3) == 0.0  # never reached
+    assert _interp_threshold(far, thresholds, 4e-3) == pytest.approx(0.5, abs=1e-15)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        steps = rng.integers(0, 3, size=49) * (rng.random(49) < 0.3)
+        far = np.concatenate([[0.0], np.cumsum(steps)]) / 400.0  # FAR 0 at threshold 0
+        target = rng.choice([1e-3, 2.5e-3, 5e-3, float(far[rng.integers(50)])])
+        thresholds = np.arange(50) * 0.01
+        got = _interp_threshold(far, thresholds, target)
+        assert got == _slinear_threshold(far, thresholds, target)
+        if far.max() >= target:
+            assert got == pytest.approx(float(np.interp(target, far, thresholds)), abs=1e-15)
+
+
+def test_equals_insightface_golden(golden: Path) -> None:
+    """insightface ``evaluate`` (SciPy 1.8.1) on seeded embeddings: every output equal."""
+    g = np.load(golden / "verification.npz")
+    np.testing.assert_allclose(pair_distances(g["embeddings"]), g["dist"], rtol=0, atol=1e-12)
+    got = verification_10fold(g["embeddings"], g["issame"])
+    np.testing.assert_allclose(got["val_thresholds"], g["val_thresholds_per_fold"], atol=1e-12)
+    np.testing.assert_allclose(got["fold_val"], g["val_per_fold"], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(got["fold_far"], g["far_per_fold"], rtol=0, atol=1e-15)
+    assert got["val"] == pytest.approx(float(g["val"]), abs=1e-15)  # 0.47333
+    assert got["val_std"] == pytest.approx(float(g["val_std"]), abs=1e-15)
+    assert got["far"] == pytest.approx(float(g["far"]), abs=1e-15)
+    np.testing.assert_allclose(got["fold_accuracy"], g["accuracy"], rtol=0, atol=1e-15)
+    assert got["accuracy"] == pytest.approx(float(np.mean(g["accuracy"])), abs=1e-15)
+    assert got["accuracy_std"] == pytest.approx(float(np.std(g["accuracy"])), abs=1e-15)
+    np.testing.assert_allclose(got["best_thresholds"], g["best_thresholds"], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(got["tpr"], g["tpr"], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(got["fpr"], g["fpr"], rtol=0, atol=1e-15)

@@ -17,6 +17,13 @@ def test_equals_unfold_on_grid_centres() -> None:
     torch.testing.assert_close(patches_to_mosaic(patches, 14), x, atol=1e-10, rtol=0)
 
 
+def test_float32_equals_unfold_to_rounding() -> None:
+    x = torch.rand(4, 3, 112, 112) * 2 - 1
+    patches = sample_patches(x, grid_centers(14).expand(4, -1, -1), 8)
+    unfold = F.unfold(x, 8, stride=8).transpose(1, 2).reshape(4, 196, 3, 8, 8)
+    torch.testing.assert_close(patches, unfold, atol=2.5e-5, rtol=0)  # not bit-equal
+
+
 def test_rectangular_grid_and_odd_patch() -> None:
     x = torch.randn(1, 1, 30, 35, dtype=torch.float64)
     centres = grid_centers((6, 7), dtype=torch.float64)[None]

@@ -19,6 +19,7 @@ from lafslib.models.convert import (
     ConversionError,
     convert_checkpoint,
     convert_to_export,
+    dino_head_from_state,
     load_dino_head,
     read_checkpoint,
 )
@@ -139,6 +140,31 @@ def test_lafs_teacher_student_checkpoint_and_legacy_dino_head(tmp_path):
             / head["last_layer.weight_v"].norm(dim=1, keepdim=True)
         )
         _close(dino_head(z), h @ w.T)
+
+
+def test_dino_head_keeps_float64_and_rejects_mixed_dtypes():
+    g = torch.Generator().manual_seed(1)
+    state = {
+        "mlp.0.weight": torch.randn(12, 16, generator=g, dtype=torch.float64),
+        "mlp.0.bias": torch.randn(12, generator=g, dtype=torch.float64),
+        "mlp.2.weight": torch.randn(6, 12, generator=g, dtype=torch.float64),
+        "mlp.2.bias": torch.randn(6, generator=g, dtype=torch.float64),
+        "last_layer.weight_g": torch.ones(20, 1, dtype=torch.float64),
+        "last_layer.weight_v": torch.randn(20, 6, generator=g, dtype=torch.float64),
+    }
+    head = dino_head_from_state(state)
+    assert {p.dtype for p in head.state_dict().values()} == {torch.float64}
+    z = torch.randn(3, 16, generator=g, dtype=torch.float64)
+    h = F.gelu(z @ state["mlp.0.weight"].T + state["mlp.0.bias"])
+    h = F.normalize(h @ state["mlp.2.weight"].T + state["mlp.2.bias"], dim=-1)
+    v = state["last_layer.weight_v"]
+    with torch.no_grad():  # float64 precision: a float32 head would be ~1e-7 off
+        torch.testing.assert_close(
+            head(z), h @ (v / v.norm(dim=1, keepdim=True)).T, rtol=1e-12, atol=1e-12
+        )
+    state["mlp.0.bias"] = state["mlp.0.bias"].float()
+    with pytest.raises(ConversionError, match="mix dtypes"):
+        dino_head_from_state(state)
 
 
 def test_lafs_margin_classifier_is_reported_not_silently_dropped(tmp_path):

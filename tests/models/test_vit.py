@@ -1,4 +1,4 @@
-"""Face ViT: registry, shapes for any token grid, interface, export round trip, ONNX."""
+"""Face ViT: registry, shapes for any token grid, interface, export round trip."""
 
 from __future__ import annotations
 
@@ -48,16 +48,12 @@ def test_group_matcher_and_no_weight_decay() -> None:
     assert "blocks" in m.group_matcher()
 
 
-def test_export_roundtrip_and_onnx(tmp_path: Path) -> None:
-    from lafslib.engine.export import export_onnx
-
+def test_export_roundtrip(tmp_path: Path) -> None:
     m = create_model("vit_test", drop_path=0.1).eval()
     save_export(m, tmp_path / "exp")
     again = load_export(tmp_path / "exp")
     x = torch.randn(3, 3, 112, 112)
-    torch.testing.assert_close(again(x), m(x))
-    export_onnx(m, tmp_path / "exp" / "model.onnx")
-    assert (tmp_path / "exp" / "model.onnx").stat().st_size > 1000
+    torch.testing.assert_close(again(x), m(x))  # ONNX: tests/engine/test_export.py
 
 
 def test_dino_head_weight_norm_frozen() -> None:

@@ -149,3 +149,18 @@ def test_grad_checkpointing_gives_the_same_gradients(name: str) -> None:
     assert grads[0].keys() == grads[1].keys() and any("kprpe" in n for n in grads[0])
     for n, g in grads[0].items():
         torch.testing.assert_close(grads[1][n], g, rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_export_traces_the_bucket_index_without_caching_fake_tensors() -> None:
+    from lafslib.layers.kprpe import _grid_bucket_ids_cpu
+
+    _grid_bucket_ids_cpu.cache_clear()
+    model = create_model("vit_test_kprpe").eval()
+    torch.nn.init.normal_(model.kprpe.linear.weight)
+    x, kp = torch.randn(2, 3, 112, 112), torch.rand(2, 5, 2)
+    program = torch.export.export(model, (x, kp))  # cold caches: the index ops are traced
+    assert not model.kprpe._index_cache and _grid_bucket_ids_cpu.cache_info().currsize == 0
+    with torch.no_grad():
+        expected = model(x, kp)  # eager, now caching real tensors
+        torch.testing.assert_close(program.module()(x, kp), expected)
+    assert type(model.kprpe._index_cache[(14, 14, torch.device("cpu"))]) is torch.Tensor
