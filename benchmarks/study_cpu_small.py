@@ -1,30 +1,29 @@
-"""Does LAFS pretraining help? A CPU-sized study on real faces, from one command.
+"""Does the self-supervised stage learn, and do landmark views beat random crops?
 
-Usage: python benchmarks/study_cpu_small.py [--out runs/study] [--scale 1.0]
+Usage: python benchmarks/study_cpu_small.py [--out runs/study] [--budget 30] [--scale 1.0]
 
-Arms, all with the same narrow 4-block ViT (patch 16, 49 tokens) of the cpu_small recipes
-(recipes/pretrain/cpu_small.yaml, cpu_small_dino.yaml, recipes/finetune/cpu_small_arcface.yaml),
-on 2 CPU cores, about 30 minutes in all:
-  (a) LAFS pretraining on ../shared/data/celeba-112 as unlabelled data (landmark views), then
-      ArcFace finetuning on its identity labels;
-  (b) the same finetuning from scratch, given the same total CPU time as (a) (pretraining +
-      finetuning), i.e. more finetuning steps;
-  (c) DINO random multi-crop pretraining, same epochs as (a), then the same finetuning;
-and the few-shot setting: finetuning on 1 and 2 images per identity from each start point (the
-scratch arm gets the same finetuning steps there). Every model is evaluated on
-../shared/data/lfw/lfw.bin (10-fold accuracy +- std, TAR@FAR=1e-3). Finetuning runs also check a
-600-pair LFW subset periodically for the accuracy curves.
+On celeba-112 used as unlabelled faces, with the narrow ViT of the cpu_small recipes:
+  1. SSL-only: LAFS views (recipes/pretrain/cpu_small.yaml) and DINO random crops
+     (cpu_small_dino.yaml) each pretrain for ``--budget`` CPU minutes (``run.max_cpu_minutes``;
+     the two runs share the 2 cores, one thread each, so the budget is CPU time, not wall time).
+     Every ``--eval-every`` steps the teacher's SSL feature is scored on a 600-pair LFW subset
+     (no labels used anywhere), giving accuracy against CPU minutes; random init (seeded as
+     pretraining seeds it) and raw pixels are the reference lines. The final teachers are
+     exported (``feature: ssl``) and scored with ``lafs eval`` on all of lfw.bin (10-fold, flip).
+  2. Finetuning with ArcFace on the identity labels from each start and from scratch: all
+     identities (equal steps), 1 and 2 images per identity (equal steps), and scratch given the
+     total CPU time of LAFS pretraining + finetuning (``--no-equal-cpu`` skips that arm).
 
-Writes runs/study/study.json, benchmarks/results/study.json (the BENCHMARKS.md section) and
-benchmarks/results/study_curves.png. ``--scale`` multiplies every epoch count (0.05 for a smoke
-run of the whole pipeline in a few minutes).
+Writes RUN/study.json, benchmarks/results/study.json (the BENCHMARKS.md section, with its
+``ssl_only`` block) and benchmarks/results/study_curves.png. ``--scale`` multiplies the
+budget and every step count (0.05 for a smoke run of the whole pipeline).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import time
@@ -32,50 +31,63 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT, SHARED_DATA, markdown_table, write_result  # noqa: E402
 
 from lafslib.config import load_recipe  # noqa: E402
 from lafslib.data.verification import load_bin_raw, write_bin  # noqa: E402
+from lafslib.evaluation.verification import evaluate_bin  # noqa: E402
+from lafslib.models import create_model, save_export  # noqa: E402
 
 RECIPES = ROOT / "recipes"
-LAFS_RECIPE = RECIPES / "pretrain" / "cpu_small.yaml"
-DINO_RECIPE = RECIPES / "pretrain" / "cpu_small_dino.yaml"
+ARMS = {
+    "lafs": ("LAFS", RECIPES / "pretrain" / "cpu_small.yaml"),
+    "dino_randomcrop": ("DINO random-crop", RECIPES / "pretrain" / "cpu_small_dino.yaml"),
+}
 FINETUNE_RECIPE = RECIPES / "finetune" / "cpu_small_arcface.yaml"
-PRETRAIN_EPOCHS = 2
-FINETUNE_EPOCHS = 3
+FINETUNE_EPOCHS = 3  # 282 steps of 64 on 6,019 faces
 FEW_SHOT_STEPS = 60
 FINETUNE_BATCH = 64
+IDENTITIES = 298
+WALL: dict[str, float] = {}  # wall seconds per kind of command
 
 
-WALL: dict[str, float] = {}  # wall seconds per kind of command (pretrain, finetune, eval, ...)
+def command(*args: str) -> list[str]:
+    print("$ lafs " + " ".join(args), flush=True)
+    return [sys.executable, "-m", "lafslib.cli", *args]
+
+
+def run_all(cmds: dict[str, list[str]], kind: str) -> dict[str, float]:
+    """Run commands side by side; CPU seconds (user + system, children included) of each."""
+    t0 = time.perf_counter()
+    procs = {name: subprocess.Popen(cmd, cwd=ROOT) for name, cmd in cmds.items()}
+    cpu = {}
+    for name, proc in procs.items():
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise SystemExit(f"study: {' '.join(cmds[name])} failed ({proc.returncode})")
+        cpu[name] = usage.ru_utime + usage.ru_stime
+    WALL[kind] = WALL.get(kind, 0.0) + time.perf_counter() - t0
+    return cpu
 
 
 def lafs(*args: str) -> float:
-    """Run one ``lafs`` command in a fresh process; return its CPU time (user + system) in
-    seconds, which other load on the machine barely changes; its wall time adds to WALL."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "lafslib.cli", *args]
-    print("$ lafs " + " ".join(args), flush=True)
-    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-        raise SystemExit(f"study: command failed: lafs {' '.join(args)}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    WALL[args[0]] = WALL.get(args[0], 0.0) + time.perf_counter() - t0
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    """One ``lafs`` command; its CPU seconds."""
+    return run_all({"one": command(*args)}, args[0])["one"]
 
 
-def sets(*items: str) -> list[str]:
+def sets(**items: Any) -> list[str]:
     out: list[str] = []
-    for item in items:
-        out += ["--set", item]
+    for k, v in items.items():
+        out += ["--set", f"{k.replace('__', '.')}={v}"]
     return out
 
 
-def lfw_subset(lfw: Path, out: Path, per_fold: int = 30) -> tuple[Path, int]:
-    """600 LFW pairs (30 same + 30 different from each of the 10 folds), for periodic checks;
-    also the number of pairs of the whole set."""
+def lfw_subset(lfw: Path, out: Path, per_fold: int = 30) -> Path:
+    """600 LFW pairs (30 same + 30 different from each of the 10 folds) for the curves."""
     images, issame = load_bin_raw(lfw)
     fold = len(issame) // 10
     keep = []
@@ -84,23 +96,45 @@ def lfw_subset(lfw: Path, out: Path, per_fold: int = 30) -> tuple[Path, int]:
         keep += list(idx[issame[idx]][:per_fold]) + list(idx[~issame[idx]][:per_fold])
     keep = np.array(keep)
     pairs = [images[2 * i + j] for i in keep for j in (0, 1)]
-    return write_bin(out / "lfw_600.bin", pairs, issame[keep]), len(issame)
+    return write_bin(out / "lfw_600.bin", pairs, issame[keep])
+
+
+class RawPixels(torch.nn.Module):
+    """The 112x112x3 pixels in [-1, 1] as the embedding (the no-learning baseline)."""
+
+    def forward(self, x: torch.Tensor, keypoints: torch.Tensor | None = None) -> torch.Tensor:
+        return x.flatten(1)
+
+
+def baselines(out: Path, lfw: Path, check: Path) -> dict[str, dict[str, Any]]:
+    """Random init (exported like a pretraining teacher) and raw pixels, on all of LFW (flip)
+    and on the 600-pair subset (no flip, as the curves)."""
+    cfg = load_recipe(ARMS["lafs"][1])
+    torch.manual_seed(cfg.run.seed)  # pretraining seeds its model the same way
+    export = save_export(
+        create_model(cfg.model.name, **cfg.model.kwargs).eval(), out / "random_init", "ssl"
+    )
+    r = evaluate(export, lfw, out / "eval_random_init")
+    result = {"random_init": {"accuracy": r["accuracy"], "accuracy_std": r["accuracy_std"]}}
+    pixels = evaluate_bin(RawPixels(), lfw)
+    result["raw_pixels"] = {"accuracy": pixels["accuracy"], "accuracy_std": pixels["accuracy_std"]}
+    from lafslib.models import load_export
+
+    for name, model in (("random_init", load_export(export)), ("raw_pixels", RawPixels())):
+        result[name]["lfw_600"] = evaluate_bin(model, check, flip=False)["accuracy"]
+    return result
 
 
 def read_metrics(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def loss_span(run: Path) -> tuple[float, float]:
-    """First logged training loss of a run and the mean of its last five."""
-    losses = [r["train/loss"] for r in read_metrics(run) if "train/loss" in r]
-    return losses[0], float(np.mean(losses[-5:]))
-
-
-def checks(run: Path) -> dict[int, float]:
-    """Periodic LFW-600 accuracies of a finetuning run, by step."""
+def ssl_curve(run: Path) -> list[tuple[int, float, float]]:
+    """(step, CPU minutes, LFW-600 accuracy) of the pretraining monitor."""
+    rows = read_metrics(run)
+    cpu = {r["step"]: r["train/cpu_minutes"] for r in rows if "train/cpu_minutes" in r}
     key = "eval/lfw_600/accuracy"
-    return {r["step"]: r[key] for r in read_metrics(run) if key in r}
+    return [(r["step"], cpu.get(r["step"], float("nan")), r[key]) for r in rows if key in r]
 
 
 def evaluate(export: Path, lfw: Path, out: Path) -> dict[str, Any]:
@@ -109,30 +143,32 @@ def evaluate(export: Path, lfw: Path, out: Path) -> dict[str, Any]:
     return result
 
 
-def plot_curves(runs: dict[str, dict[str, Path]], path: Path) -> None:
+def plot_curves(curves: dict[str, list], lines: dict[str, float], ft_runs: dict, path: Path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for name, run in runs["pretrain"].items():
-        rows = [r for r in read_metrics(run) if "train/loss" in r]
-        axes[0].plot([r["step"] for r in rows], [r["train/loss"] for r in rows], label=name)
-    axes[0].set(title="pretraining: DINO loss", xlabel="step", ylabel="loss")
-    for name, run in runs["finetune"].items():
-        rows = read_metrics(run)
-        train = [r for r in rows if "train/loss" in r]
-        axes[1].plot([r["step"] for r in train], [r["train/loss"] for r in train], label=name)
-        acc = [r for r in rows if "eval/lfw_600/accuracy" in r]
-        axes[2].plot(
-            [r["step"] for r in acc],
-            [100 * r["eval/lfw_600/accuracy"] for r in acc],
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, pts in curves.items():
+        axes[0].plot([p[1] for p in pts], [100 * p[2] for p in pts], marker="o", label=name)
+    for name, acc in lines.items():
+        axes[0].axhline(100 * acc, linestyle="--", color="gray" if "init" in name else "k")
+        axes[0].annotate(name, (0, 100 * acc), va="bottom", fontsize=8)
+    axes[0].set(
+        title="SSL-only: teacher feature on LFW-600 (no labels)",
+        xlabel="pretraining CPU minutes",
+        ylabel="accuracy %",
+    )
+    for name, run in ft_runs.items():
+        rows = [r for r in read_metrics(run) if "eval/lfw_600/accuracy" in r]
+        axes[1].plot(
+            [r["step"] for r in rows],
+            [100 * r["eval/lfw_600/accuracy"] for r in rows],
             marker="o",
             label=name,
         )
-    axes[1].set(title="finetuning: ArcFace loss", xlabel="step", ylabel="loss")
-    axes[2].set(title="LFW (600-pair subset) accuracy", xlabel="step", ylabel="%")
+    axes[1].set(title="ArcFace finetuning: LFW-600", xlabel="finetuning step", ylabel="accuracy %")
     for ax in axes:
         ax.legend()
         ax.grid(alpha=0.3)
@@ -146,170 +182,174 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "study")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiplies every epoch count")
-    parser.add_argument("--eval-every", type=int, default=50, help="finetune steps per check")
-    parser.add_argument("--max-images", type=int, default=None, help="smoke runs: fewer images")
+    parser.add_argument("--budget", type=float, default=30.0, help="pretraining CPU minutes")
+    parser.add_argument("--scale", type=float, default=1.0, help="scales budget and steps")
+    parser.add_argument("--eval-every", type=int, default=100, help="pretraining steps")
+    parser.add_argument("--no-equal-cpu", action="store_true", help="skip that scratch arm")
     parser.add_argument("--lfw", type=Path, default=SHARED_DATA / "lfw" / "lfw.bin")
     args = parser.parse_args()
     out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        raise SystemExit(f"study: {out} exists; give another --out (runs are never overwritten)")
+    out.mkdir(parents=True)
     celeba = SHARED_DATA / "celeba-112" / "images"
-    lfw = args.lfw
-    limit = [f"data.max_images={args.max_images or 'null'}"]
-    for need in (celeba, lfw):
+    for need in (celeba, args.lfw):
         if not need.exists():
             raise SystemExit(f"study: {need} not found (put ../shared beside the repository)")
     t_start = time.perf_counter()
-    check, num_pairs = lfw_subset(lfw, out)
-    num_images = min(sum(1 for p in celeba.rglob("*.jpg")), args.max_images or 10**9)
-    pre_epochs = max(1, round(PRETRAIN_EPOCHS * args.scale))
+    lfw, check = args.lfw, lfw_subset(args.lfw, out)
+    budget = args.budget * args.scale
+    eval_every = max(2, round(args.eval_every * args.scale))
     ft_epochs = max(1, round(FINETUNE_EPOCHS * args.scale))
     few_steps = max(2, round(FEW_SHOT_STEPS * args.scale))
-    timings: dict[str, float] = {}
 
-    # pretraining arms
-    exports: dict[str, Path | None] = {"scratch": None}
-    pre_runs = {}
-    for arm, recipe in (("LAFS", LAFS_RECIPE), ("DINO random-crop", DINO_RECIPE)):
-        run = out / f"pretrain_{arm.split()[0].lower()}"
-        timings[f"pretrain {arm}"] = lafs(
-            "pretrain",
-            str(recipe),
-            *sets(f"run.output_dir={run}", f"optim.epochs={pre_epochs}", *limit),
-        )
-        lafs("export", str(run))
-        exports[arm] = run / "export"
-        pre_runs[arm] = run
+    # 1. SSL-only: both view kinds side by side, one thread each, the same CPU budget
+    ssl = baselines(out, lfw, check)
+    runs = {arm: out / f"pretrain_{arm}" for arm in ARMS}
+    cpu = run_all(
+        {
+            arm: command(
+                "pretrain",
+                str(recipe),
+                *sets(
+                    run__output_dir=runs[arm],
+                    run__threads=1,
+                    run__max_cpu_minutes=budget,
+                    run__log_every=min(10, eval_every),
+                    eval__bins=f"[{check}]",
+                    eval__every=eval_every,
+                    eval__flip="false",
+                    eval__batch_size=200,
+                ),
+            )
+            for arm, (_, recipe) in ARMS.items()
+        },
+        "pretrain",
+    )
+    curves = {}
+    for arm in ARMS:
+        lafs("export", str(runs[arm]))
+        r = evaluate(runs[arm] / "export", lfw, out / f"eval_ssl_{arm}")
+        curve = ssl_curve(runs[arm])
+        curves[ARMS[arm][0]] = curve
+        ssl[arm] = {
+            "accuracy": r["accuracy"],
+            "accuracy_std": r["accuracy_std"],
+            "steps": read_metrics(runs[arm])[-1]["step"],
+            "cpu_minutes": curve[-1][1] if curve else None,
+            "process_cpu_minutes": cpu[arm] / 60,
+            "lfw_600_curve": [{"step": s, "cpu_minutes": c, "accuracy": a} for s, c, a in curve],
+        }
 
-    # finetuning on all identities
-    ft_runs, results = {}, {}
-    ft_common = [f"eval.bins=[{check}]", f"eval.every={args.eval_every}", *limit]
-    for arm in ("LAFS", "DINO random-crop", "scratch"):
-        run = out / f"finetune_{arm.split()[0].lower()}"
-        epochs = ft_epochs
-        if arm == "scratch":  # same CPU time as pretraining + finetuning of the LAFS arm
-            budget = timings["pretrain LAFS"] + timings["finetune LAFS"]
-            epochs = max(ft_epochs, round(ft_epochs * budget / timings["finetune LAFS"]))
-        init = ["--init", str(exports[arm])] if exports[arm] else []
-        timings[f"finetune {arm}"] = lafs(
+    # 2. finetuning from each start and from scratch
+    exports: dict[str, Path | None] = {arm: runs[arm] / "export" for arm in ARMS}
+    exports["scratch"] = None
+    names = {**{arm: ARMS[arm][0] for arm in ARMS}, "scratch": "scratch"}
+    finetune: dict[str, dict[str, Any]] = {}
+    ft_runs: dict[str, Path] = {}
+    ft_cpu: dict[str, float] = {}
+
+    def finetune_arm(start: str, label: str, epochs: int, **extra: Any) -> None:
+        run = out / f"finetune_{label.replace(' ', '_')}_{start}"
+        init = ["--init", str(exports[start])] if exports[start] else []
+        ft_cpu[f"{label} {start}"] = lafs(
             "finetune",
             str(FINETUNE_RECIPE),
             *init,
-            *sets(f"run.output_dir={run}", f"optim.epochs={epochs}", *ft_common),
+            *sets(run__output_dir=run, optim__epochs=epochs, **extra),
         )
-        ft_runs[arm] = run
         r = evaluate(run / "export", lfw, out / f"eval_{run.name}")
-        pre = timings.get(f"pretrain {arm}", 0.0)
-        results[arm] = {
-            "setting": "all identities",
+        pre = ssl[start]["process_cpu_minutes"] if start in ARMS else 0.0
+        finetune[f"{names[start]}, {label}"] = {
             "accuracy": r["accuracy"],
             "accuracy_std": r["accuracy_std"],
-            "tar_at_far_1e-3": r.get("tar_at_far", {}).get("0.001", r.get("val")),
+            "tar_at_far_1e-3": r.get("val"),
             "finetune_steps": read_metrics(run)[-1]["step"],
-            "cpu_minutes": (pre + timings[f"finetune {arm}"]) / 60,
+            "cpu_minutes": pre + ft_cpu[f"{label} {start}"] / 60,
         }
+        if label == "all":
+            ft_runs[names[start]] = run
 
-    # few-shot finetuning: k images per identity, the same number of steps for every start
-    for k in (1, 2):
-        images = 298 * k
-        epochs = max(1, round(few_steps / max(1, images // FINETUNE_BATCH)))
-        for arm in ("LAFS", "DINO random-crop", "scratch"):
-            run = out / f"fewshot{k}_{arm.split()[0].lower()}"
-            init = ["--init", str(exports[arm])] if exports[arm] else []
-            t = lafs(
-                "finetune",
-                str(FINETUNE_RECIPE),
-                *init,
-                *sets(
-                    f"run.output_dir={run}",
-                    f"optim.epochs={epochs}",
-                    f"data.images_per_identity={k}",
-                    "eval.bins=[]",
-                ),
-            )
-            r = evaluate(run / "export", lfw, out / f"eval_{run.name}")
-            results[f"{arm}, {k}-shot"] = {
-                "setting": f"{k} image(s) per identity",
-                "accuracy": r["accuracy"],
-                "accuracy_std": r["accuracy_std"],
-                "tar_at_far_1e-3": r.get("tar_at_far", {}).get("0.001", r.get("val")),
-                "finetune_steps": read_metrics(run)[-1]["step"],
-                "cpu_minutes": (timings.get(f"pretrain {arm}", 0.0) + t) / 60,
-            }
+    for start in ("lafs", "dino_randomcrop", "scratch"):
+        finetune_arm(start, "all", ft_epochs, eval__bins=f"[{check}]", eval__every=50)
+        for k in (1, 2):  # k-shot: the same number of steps (whole epochs) for every start
+            epochs = max(1, round(few_steps / max(1, IDENTITIES * k // FINETUNE_BATCH)))
+            finetune_arm(start, f"{k}-shot", epochs, data__images_per_identity=k, eval__bins="[]")
+    if not args.no_equal_cpu:  # scratch given LAFS's pretraining + finetuning CPU time
+        total = ssl["lafs"]["process_cpu_minutes"] + ft_cpu["all lafs"] / 60
+        epochs = round(ft_epochs * total / (ft_cpu["all scratch"] / 60))
+        finetune_arm("scratch", "equal CPU", epochs, eval__bins=f"[{check}]", eval__every=200)
 
-    curves = RESULTS / "study_curves.png"
+    curves_png = RESULTS / "study_curves.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    plot_curves({"pretrain": pre_runs, "finetune": ft_runs}, curves)
-    total = (time.perf_counter() - t_start) / 60
-    rows = []
-    for name, r in results.items():
-        tar = r["tar_at_far_1e-3"]
-        rows.append(
-            [
-                name.split(",")[0],
-                r["setting"],
-                f"{100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}",
-                "-" if tar is None else f"{100 * tar:.2f}",
-                r["finetune_steps"],
-                f"{r['cpu_minutes']:.1f}",
-            ]
-        )
-    table = markdown_table(
+    lines = {
+        "random init": ssl["random_init"]["lfw_600"],
+        "raw pixels": ssl["raw_pixels"]["lfw_600"],
+    }
+    plot_curves(curves, lines, ft_runs, curves_png)
+    wall = (time.perf_counter() - t_start) / 60
+
+    def pct(r: dict[str, Any]) -> str:
+        return f"{100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}"
+
+    ssl_rows = [
         [
-            "start",
-            "finetuning data",
-            "LFW accuracy (%)",
-            "TAR@FAR=1e-3 (%)",
-            "ft steps",
-            "CPU minutes",
-        ],
-        rows,
-    )
-    cfg = load_recipe(LAFS_RECIPE)
-    kw, views = cfg.model.kwargs, cfg.views
-    tokens = (views.image_size // kw["patch_size"]) ** 2
-    uniform = float(np.log(cfg.head.out_dim))
-    spans = {arm: loss_span(run) for arm, run in pre_runs.items()}
-    curves_at = {arm: checks(run) for arm, run in ft_runs.items()}
-    common = max(set.intersection(*(set(c) for c in curves_at.values())), default=None)
-    gain = 100 * (results["LAFS"]["accuracy"] - results["scratch"]["accuracy"])
-    gain_dino = 100 * (results["LAFS"]["accuracy"] - results["DINO random-crop"]["accuracy"])
-    notes = (
-        f"Narrow ViT (dim {kw['dim']}, {kw['depth']} blocks, patch {kw['patch_size']}, {tokens} "
-        f"tokens), celeba-112 ({num_images} images, 298 identities); pretraining {pre_epochs} "
-        f"epochs (LAFS: {views.global_views} global + {views.local_views} local landmark views; "
-        f"DINO: {views.global_views} global + {views.local_views} local random crops); ArcFace "
-        f"finetuning {ft_epochs} epochs "
-        "(scratch: as many epochs as fit in the CPU time of LAFS's pretraining + finetuning); "
-        f"few-shot: {few_steps} steps. {lfw.name}: 10-fold on {num_pairs:,} pairs. CPU minutes "
-        "(user + system time of the processes, both cores) include pretraining. "
-        f"LAFS - scratch: {gain:+.2f} points, LAFS - DINO random-crop: {gain_dino:+.2f} points "
-        f"(all identities). DINO loss (uniform teacher: ln {cfg.head.out_dim} = {uniform:.2f}): "
-        + ", ".join(f"{arm} {a:.2f} -> {b:.2f}" for arm, (a, b) in spans.items())
-        + ". "
-        + (
-            f"LFW-600 at finetuning step {common}: "
-            + ", ".join(f"{arm} {100 * c[common]:.1f}%" for arm, c in curves_at.items())
-            + ". "
-            if common
-            else ""
+            "LAFS teacher" if arm == "lafs" else "DINO random-crop teacher",
+            pct(ssl[arm]),
+            ssl[arm]["steps"],
+            f"{ssl[arm]['cpu_minutes']:.1f}",
+        ]
+        for arm in ARMS
+    ]
+    ssl_rows += [
+        ["random init", pct(ssl["random_init"]), 0, 0],
+        ["raw pixels", pct(ssl["raw_pixels"]), "-", 0],
+    ]
+    ft_rows = [
+        [
+            name,
+            pct(r),
+            "-" if r["tar_at_far_1e-3"] is None else f"{100 * r['tar_at_far_1e-3']:.2f}",
+            r["finetune_steps"],
+            f"{r['cpu_minutes']:.1f}",
+        ]
+        for name, r in finetune.items()
+    ]
+    table = (
+        "SSL-only (no labels): the teacher's SSL feature on lfw.bin (10-fold, flip)\n\n"
+        + markdown_table(["features", "LFW accuracy (%)", "steps", "CPU minutes"], ssl_rows)
+        + "\n\nArcFace finetuning on the 298 identities, LFW (10-fold, flip)\n\n"
+        + markdown_table(
+            ["start, data", "LFW accuracy (%)", "VAL@FAR=1e-3 (%)", "ft steps", "CPU minutes"],
+            ft_rows,
         )
-        + f"Whole study: {total:.1f} min wall time ("
+    )
+    cfg = load_recipe(ARMS["lafs"][1])
+    kw = cfg.model.kwargs
+    notes = (
+        f"Narrow ViT (dim {kw['dim']}, {kw['depth']} blocks, patch {kw['patch_size']}, "
+        f"ssl_pool {kw.get('ssl_pool', 'cls')}), celeba-112 as unlabelled data (6,019 faces); "
+        f"pretraining budget {budget:g} CPU minutes per method (both runs side by side, one "
+        "thread each; monitoring excluded); CPU minutes of finetuning rows include the "
+        f"pretraining. Finetuning {ft_epochs} epochs of batch {FINETUNE_BATCH} (all identities), "
+        f"{few_steps} steps (k-shot). Whole study: {wall:.1f} min wall ("
         + ", ".join(f"{kind} {sec / 60:.1f}" for kind, sec in WALL.items())
-        + "). Curves: benchmarks/results/study_curves.png; diagnosis: README, 'Study'."
+        + "). Curves: benchmarks/results/study_curves.png; diagnosis and ablations: README, "
+        "'Study'."
     )
     data = {
-        "results": results,
-        "cpu_seconds": timings,
+        "ssl_only": ssl,
+        "finetune": finetune,
+        "budget_cpu_minutes": budget,
         "wall_seconds": WALL,
-        "total_wall_minutes": total,
+        "total_wall_minutes": wall,
     }
     (out / "study.json").write_text(json.dumps(data, indent=2) + "\n")
     write_result(
         "study",
-        "Study: does LAFS pretraining help? (celeba-112 -> LFW, 2 CPU cores)",
+        "Study: does the self-supervised stage learn? (celeba-112 -> LFW, 2 CPU cores)",
         table,
-        "python benchmarks/study_cpu_small.py",
+        f"python benchmarks/study_cpu_small.py --budget {args.budget:g}",
         data,
         notes,
     )

@@ -97,12 +97,16 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    threads: int | None = bounded(None, ge=1)  # torch CPU threads (None: torch's default)
     log_every: int = bounded(10, ge=1)
     checkpoint_every: int = bounded(500, ge=1)  # optimizer steps; the last step is always saved
     keep_last: int = bounded(3, ge=1)  # checkpoints kept (the newest of this run)
     deterministic: bool = False
     tensorboard: bool = True
     max_steps: int | None = bounded(None, ge=1)  # stop early after this many optimizer steps
+    # pretraining: stop once training has used this many CPU minutes (process + DataLoader
+    # workers, monitoring excluded), checked at log steps; None: no budget
+    max_cpu_minutes: float | None = bounded(None, gt=0)
 
 
 @dataclass
@@ -140,6 +144,7 @@ class ViewsConfig:
     local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4], metadata=_SCALE)
     local_size: int = bounded(48, ge=1)
     image_size: int = bounded(112, ge=1)
+    colour_strength: float = bounded(1.0, ge=0)  # scales colour jitter, grayscale, solarisation
 
 
 @dataclass

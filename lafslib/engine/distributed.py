@@ -14,6 +14,7 @@ __all__ = [
     "cleanup",
     "barrier",
     "all_reduce_mean",
+    "all_reduce_max",
     "resolve_device",
 ]
 
@@ -86,4 +87,12 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
         value = value.clone()
         dist.all_reduce(value)
         value /= dist.get_world_size()
+    return value
+
+
+def all_reduce_max(value: torch.Tensor) -> torch.Tensor:
+    """Maximum of a tensor across ranks (identity on one process)."""
+    if dist.is_available() and dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return value

@@ -290,6 +290,8 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None, overwrite
         raise ValueError("run.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     if not 0 <= cfg.optim.mixup_prob <= 1:
         raise ValueError(f"optim.mixup_prob must be in [0, 1], got {cfg.optim.mixup_prob}")
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
     seed_everything(cfg.run.seed)
     if cfg.init:
         init_info = read_export_info(cfg.init)

@@ -27,7 +27,14 @@ from lafslib.engine.checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from lafslib.engine.distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
+from lafslib.engine.cputime import CPUClock
+from lafslib.engine.distributed import (
+    DistInfo,
+    all_reduce_max,
+    all_reduce_mean,
+    cleanup,
+    init_distributed,
+)
 from lafslib.engine.ema import update_ema
 from lafslib.engine.logging import RunLogger
 from lafslib.engine.rundir import prepare_run_dir, write_run_files
@@ -136,6 +143,7 @@ def build_views(v: ViewsConfig) -> Any:
             global_scale=v.global_scale,
             local_scale=v.local_scale,
             patch_size=v.patch_size,
+            colour_strength=v.colour_strength,
         )
     from lafslib.transforms import LAFSViews
 
@@ -150,6 +158,7 @@ def build_views(v: ViewsConfig) -> Any:
         global_scale=v.global_scale,
         landmark_source="sidecar" if v.landmark_source == "net" else v.landmark_source,
         grid_method=v.landmark_grid,
+        colour_strength=v.colour_strength,
     )
 
 
@@ -235,6 +244,8 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
     device = info.device
     if cfg.run.precision == "fp16" and device.type != "cuda":
         raise ValueError("run.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
     seed_everything(cfg.run.seed)  # identical initial weights on every rank
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -370,6 +381,15 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
         f"device {device}, run dir {run_dir}"
     )
     student.train()
+    clock = CPUClock()
+
+    def budget_spent(cpu_minutes: float) -> bool:
+        """``run.max_cpu_minutes`` reached on any rank (all ranks stop at the same step)."""
+        if cfg.run.max_cpu_minutes is None:
+            return False
+        spent = torch.tensor([float(cpu_minutes >= cfg.run.max_cpu_minutes)])
+        return bool(all_reduce_max(spent.to(device)) > 0)
+
     t_start = time.time()
     images_seen = 0
     micro = 0
@@ -404,13 +424,12 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
                     teacher_out = teacher(global_views)
                 student_out, student_feats = net(batch, return_features=True)
                 loss = loss_fn(student_out, teacher_out, t_temp)
+                dino_loss = loss
                 if cfg.loss.koleo_weight:
                     koleo = sum(
                         koleo_loss(f) for f, v in zip(student_feats, batch) if v["is_global"]
                     )
                     loss = loss + cfg.loss.koleo_weight * koleo
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopping")
             scaler.scale(loss / o.accumulate).backward()
             micro += 1
             images_seen += len(batch[0]["image"]) * info.world_size
@@ -428,9 +447,23 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
             update_ema(teacher, student, momentum)
             step += 1
             if step % cfg.run.log_every == 0 or step == last_step:
+                cpu_minutes = clock.minutes()
+                if budget_spent(cpu_minutes):
+                    last_step = step
                 elapsed = time.time() - t_start
+                # the loss is read (a host sync on GPU) only here and before checkpoints
+                loss_value = float(all_reduce_mean(loss.detach()))
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"loss is {loss_value} at step {step}; stopping")
                 metrics = {
-                    "loss": float(all_reduce_mean(loss.detach())),
+                    "loss": loss_value,
+                    "dino_loss": float(all_reduce_mean(dino_loss.detach())),
+                    **(
+                        {"koleo": float(all_reduce_mean(koleo.detach()))}
+                        if cfg.loss.koleo_weight
+                        else {}
+                    ),
+                    "cpu_minutes": cpu_minutes,
                     "lr": lr,
                     "wd": wd,
                     "momentum": momentum,
@@ -452,8 +485,11 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
                 and cfg.eval.bins
                 and (step % cfg.eval.every == 0 or step == last_step)
             ):
-                _monitor(cfg, teacher.backbone, device, step, logger)
+                with clock.exclude():
+                    _monitor(cfg, teacher.backbone, device, step, logger)
             if step % cfg.run.checkpoint_every == 0 or step == last_step:
+                if not math.isfinite(float(loss.detach())):
+                    raise FloatingPointError(f"loss is {float(loss)} at step {step}; stopping")
                 save(step)
             if step >= last_step or step % steps_per_epoch == 0:
                 break

@@ -29,8 +29,12 @@ def sinkhorn_knopp(logits: torch.Tensor, temp: float, iterations: int = 3) -> to
         (B, K) targets; each row sums to 1.
     """
     distributed = dist.is_available() and dist.is_initialized()
-    # a per-sample shift is undone by the row normalisation: it only keeps exp() finite
-    q = ((logits - logits.max(dim=-1, keepdim=True).values) / temp).exp().t()  # (K, B)
+    # one shift for the whole global batch scales every entry alike (undone by the
+    # normalisation) and keeps exp() <= 1
+    shift = logits.max().detach().clone()
+    if distributed:
+        dist.all_reduce(shift, op=dist.ReduceOp.MAX)
+    q = ((logits - shift) / temp).exp().t()  # (K, B)
     batch = torch.tensor([float(q.shape[1])], device=q.device, dtype=q.dtype)
     if distributed:
         dist.all_reduce(batch)

@@ -75,6 +75,10 @@ class FaceViT(nn.Module):
         embed_dim: output embedding size.
         drop_path: stochastic depth rate (linearly increasing over blocks).
         attn_scale: attention logit scale; None uses head_dim ** -0.5 (LAFS used dim ** -0.5).
+        ssl_pool: the pooled feature of :meth:`forward_ssl` (and so of the embedding head):
+            ``"cls"`` (the normed CLS token) or ``"flatten"`` (a linear map of all patch tokens
+            in grid order, as insightface's face ViT pools; keeps the spatial layout of an
+            aligned face, but needs the full ``img_size`` grid).
         kprpe: add KP-RPE biases to every block (then ``keypoints`` are required).
         kprpe_variant: KP-RPE context sharing (see :class:`~lafslib.layers.KPRPE`).
         num_keypoints: keypoints per face for KP-RPE.
@@ -96,8 +100,11 @@ class FaceViT(nn.Module):
         kprpe: bool = False,
         kprpe_variant: str = "splithead_unshared",
         num_keypoints: int = 5,
+        ssl_pool: str = "cls",
     ) -> None:
         super().__init__()
+        if ssl_pool not in ("cls", "flatten"):
+            raise ValueError(f"ssl_pool must be 'cls' or 'flatten', got {ssl_pool!r}")
         self.patch_size = patch_size
         self.grid = img_size // patch_size
         self.dim = dim
@@ -112,6 +119,8 @@ class FaceViT(nn.Module):
             Block(dim, num_heads, mlp_dim, head_dim, qkv_bias, r, attn_scale) for r in rates
         )
         self.norm = nn.LayerNorm(dim)
+        self.ssl_pool = ssl_pool
+        self.flatten_pool = nn.Linear(self.grid**2 * dim, dim) if ssl_pool == "flatten" else None
         self.head = nn.Sequential(nn.Linear(dim, embed_dim), nn.BatchNorm1d(embed_dim))
         self.kprpe = (
             KPRPE(
@@ -188,8 +197,17 @@ class FaceViT(nn.Module):
         keypoints: torch.Tensor | None = None,
         token_centers: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The normed CLS token (B, dim) for self-supervised heads."""
-        return self.forward_features(x, keypoints, token_centers)[:, 0]
+        """The pooled feature (B, dim) for self-supervised heads: the normed CLS token, or with
+        ``ssl_pool="flatten"`` a linear map of every patch token."""
+        tokens = self.forward_features(x, keypoints, token_centers)
+        if self.flatten_pool is None:
+            return tokens[:, 0]
+        if tokens.shape[1] != 1 + self.grid**2:
+            raise ValueError(
+                f"ssl_pool='flatten' needs the full {self.grid}x{self.grid} token grid, got "
+                f"{tokens.shape[1] - 1} tokens (use global views only, or ssl_pool='cls')"
+            )
+        return self.flatten_pool(tokens[:, 1:].flatten(1))
 
     def forward(
         self,
@@ -211,7 +229,7 @@ class FaceViT(nn.Module):
         return {
             "stem": r"^cls_token|^pos_embed|^patch_embed|^kprpe",
             "blocks": r"^blocks\.(\d+)" if coarse else [(r"^blocks\.(\d+)", None)],
-            "head": r"^norm|^head",
+            "head": r"^norm|^flatten_pool|^head",
         }
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:

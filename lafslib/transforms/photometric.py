@@ -56,6 +56,16 @@ class ColourAugment:
         self.blur_sigma = blur_sigma
         self.kernel_size = kernel_size
 
+    @classmethod
+    def with_strength(cls, strength: float) -> ColourAugment:
+        """The default augmentation with its jitter magnitudes and grayscale probability scaled
+        by ``strength`` (1: DINO's; 0: no colour change, blur only)."""
+        if strength < 0:
+            raise ValueError(f"colour strength must be >= 0, got {strength}")
+        return cls(
+            0.4 * strength, 0.4 * strength, 0.2 * strength, 0.1 * strength, 0.8, 0.2 * strength
+        )
+
     def _matrices(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Colour matrices (V, 3, 3) and the contrast offset factors (V,) from uniforms."""
         v = len(r)

@@ -51,6 +51,7 @@ class MultiCropViews:
         global_scale: RandomResizedCrop area range of the globals.
         local_scale: RandomResizedCrop area range of the locals.
         patch_size: token size, for ``token_centers``.
+        colour_strength: scales colour jitter, grayscale and solarisation (1: DINO's).
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class MultiCropViews:
         global_scale: Sequence[float] = (0.4, 1.0),
         local_scale: Sequence[float] = (0.05, 0.4),
         patch_size: int = 8,
+        colour_strength: float = 1.0,
     ) -> None:
         if global_views < 1:
             raise ValueError(f"need at least one global view, got {global_views}")
@@ -72,10 +74,10 @@ class MultiCropViews:
             image_size, scale=tuple(global_scale), antialias=True
         )
         self.local_crop = v2.RandomResizedCrop(local_size, scale=tuple(local_scale), antialias=True)
-        self.colour = ColourAugment()
+        self.colour = ColourAugment.with_strength(colour_strength)
         # per global view: blur p 1.0 then 0.1, solarisation only on the second; locals 0.5, 0
         self.global_blur_p = torch.tensor([1.0] + [0.1] * (global_views - 1))
-        self.global_solarize_p = torch.tensor([0.0] + [0.2] * (global_views - 1))
+        self.global_solarize_p = torch.tensor([0.0] + [0.2 * colour_strength] * (global_views - 1))
         self.local_blur_p = torch.full((local_views,), 0.5)
         self.local_solarize_p = torch.zeros(local_views)
         self.global_centers = _grid_centers(image_size // patch_size)
@@ -178,6 +180,7 @@ class LAFSViews:
         landmark_source: "sidecar" (sample landmarks) or "template".
         grid_method: how 5 / 68 detected points become the N-point grid: "similarity" or
             "tps" (thin-plate spline, :func:`lafslib.landmarks.grid.landmark_grid`).
+        colour_strength: scales colour jitter, grayscale and solarisation (1: DINO's).
     """
 
     def __init__(
@@ -192,6 +195,7 @@ class LAFSViews:
         global_scale: Sequence[float] = (0.4, 1.0),
         landmark_source: str = "sidecar",
         grid_method: str = "similarity",
+        colour_strength: float = 1.0,
     ) -> None:
         self.grid = int(round(num_landmarks**0.5))
         self.local_grid = int(round(local_landmarks**0.5))
@@ -219,13 +223,15 @@ class LAFSViews:
         # one flip map for the landmark grid and the 5 keypoints carried along
         self.flip_all = np.concatenate([grid_flip_index(self.grid), n + FLIP_5])
         self.grid_method = grid_method
-        self.colour = ColourAugment()
+        self.colour = ColourAugment.with_strength(colour_strength)
         n_views = global_views + local_views
         self.blur_p = torch.tensor(
             [1.0, 0.1][:global_views] + [0.1] * max(global_views - 2, 0) + [0.5] * local_views
         )[:n_views]
         self.solarize_p = torch.tensor(
-            [0.0, 0.2][:global_views] + [0.0] * max(global_views - 2, 0) + [0.0] * local_views
+            [0.0, 0.2 * colour_strength][:global_views]
+            + [0.0] * max(global_views - 2, 0)
+            + [0.0] * local_views
         )[:n_views]
         self._pix = (np.arange(image_size) + 0.5) / image_size  # view pixel centres, [0, 1]
         # offsets of a patch's pixels from its centre, in grid_sample units: (1, 1, p, 1, p, 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -83,8 +84,15 @@ def test_smoke_and_export(tmp_path: Path, kind: str, temp_schedule: str, temps: 
     model = load_export(run / "export")
     state = load_checkpoint(latest_checkpoint(run / "checkpoints"))
     torch.testing.assert_close(
-        model.state_dict()["pos_embed"], state["teacher"]["backbone.pos_embed"]
+        model.backbone.state_dict()["pos_embed"], state["teacher"]["backbone.pos_embed"]
     )
+    # the export embeds with the teacher's SSL feature (the normed CLS token), not the untrained
+    # embedding head, and says so in model.json
+    info = json.loads((run / "export" / "model.json").read_text())
+    assert info["feature"] == "ssl" and info["feature_dim"] == model.backbone.ssl_dim
+    x = torch.rand(3, 3, 112, 112) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model.backbone.forward_features(x)[:, 0])
 
 
 def test_periodic_verification_of_the_teacher(tmp_path: Path, faces_mini: Path) -> None:
@@ -101,6 +109,13 @@ def test_periodic_verification_of_the_teacher(tmp_path: Path, faces_mini: Path) 
     assert (
         len(evals) == 1 and evals[0]["step"] == 2 and 0 <= evals[0]["eval/lfw_mini/accuracy"] <= 1
     )
+    # the monitor scores the feature the export embeds with: same accuracy through lafs eval
+    report = tmp_path / "report"
+    assert main(["export", str(tmp_path / "mon")]) == 0
+    args = ["--bin", str(faces_mini / "lfw_mini.bin"), "--out", str(report), "--device", "cpu"]
+    assert main(["eval", "--model", str(tmp_path / "mon" / "export"), *args]) == 0
+    (result,) = json.loads((report / "report.json").read_text())["results"].values()
+    assert result["accuracy"] == pytest.approx(evals[0]["eval/lfw_mini/accuracy"], abs=1e-9)
 
 
 def test_resume_equivalence(tmp_path: Path) -> None:
@@ -257,3 +272,54 @@ def test_pretraining_starts_when_the_first_image_is_unreadable(
     with pytest.warns(RuntimeWarning, match="empty file"):
         assert main(["pretrain", str(recipe), "--set", f"data.train={tmp_path / 'faces'}"]) == 0
     assert (tmp_path / "run/tb").is_dir() == tensorboard
+
+
+def test_teacher_moves_and_every_parameter_is_paired(tmp_path: Path) -> None:
+    """A few steps at a learning rate that trains (peak 1e-3): every teacher tensor moves by the
+    EMA of its student twin, the backbone by a measurable amount, and the loss logs its parts."""
+    recipe = _recipe(
+        tmp_path,
+        "moves",
+        run__max_steps=4,
+        optim__lr=0.064,  # x batch 4 / 256 = 1e-3
+        optim__warmup_epochs=0,
+        optim__freeze_last_layer_epochs=0,
+        loss__centering="sinkhorn",
+        loss__koleo_weight=0.1,
+    )
+    cfg = load_recipe(recipe)
+    torch.manual_seed(cfg.run.seed)
+    from lafslib.models import create_model
+
+    initial = create_model(cfg.model.name, **cfg.model.kwargs).state_dict()
+    pretrain(cfg)
+    state = load_checkpoint(latest_checkpoint(tmp_path / "moves" / "checkpoints"))
+    teacher = {k[9:]: v for k, v in state["teacher"].items() if k.startswith("backbone.")}
+    trained = {
+        k
+        for k, v in state["student"].items()
+        if k.startswith("backbone.") and v.is_floating_point()
+    }
+    moved = {
+        k: float((teacher[k] - initial[k]).norm() / (initial[k].norm() + 1e-12))
+        for k in initial
+        if f"backbone.{k}" in trained and not k.startswith("head.")  # head: unused by SSL
+    }
+    # same initial weights as the run (its embedding head gets no gradient and stays put) ...
+    for k in (k for k in initial if k.startswith("head.") and initial[k].is_floating_point()):
+        torch.testing.assert_close(teacher[k], initial[k])
+    # ... and every tensor that the SSL loss trains has moved
+    assert all(m > 0 for m in moved.values()), [k for k, m in moved.items() if m == 0]
+    total = sum(float((teacher[k] - initial[k]).norm() ** 2) for k in moved) ** 0.5
+    assert total / sum(float(initial[k].norm() ** 2) for k in moved) ** 0.5 > 1e-4
+    rows = [yaml.safe_load(r) for r in (tmp_path / "moves/metrics.jsonl").read_text().splitlines()]
+    assert {"train/dino_loss", "train/koleo", "train/cpu_minutes"} <= set(rows[-1])
+
+
+def test_cpu_budget_stops_the_run(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "budget", run__max_cpu_minutes=1e-6, optim__epochs=5)
+    run = pretrain(load_recipe(recipe))
+    rows = [yaml.safe_load(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    # the budget is checked at the first log step (log_every 1) and ends the run there
+    assert [r["step"] for r in rows] == [1] and rows[0]["train/cpu_minutes"] > 0
+    assert latest_checkpoint(run / "checkpoints").name == "step_00000001.pt"
