@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,25 @@ def test_dino_head_weight_norm_frozen() -> None:
     w = head.last_layer.weight
     torch.testing.assert_close(w.norm(dim=1), torch.ones(100))
     assert head(torch.randn(4, 32)).shape == (4, 100)
+
+
+def test_flatten_pool_keeps_the_layout() -> None:
+    """``ssl_pool="flatten"``: a linear map of the tokens in grid order, so swapping two patches
+    changes the feature (the CLS feature of a fresh ViT barely sees the layout); only the full
+    grid is accepted, and the map trains with the head group."""
+    torch.manual_seed(0)
+    model = create_model("vit_test", ssl_pool="flatten").eval()
+    x = torch.rand(2, 3, 112, 112) * 2 - 1
+    swapped = x.clone()
+    swapped[..., :8, :8], swapped[..., :8, 8:16] = x[..., :8, 8:16], x[..., :8, :8]
+    with torch.no_grad():
+        f = model.forward_ssl(x)
+        assert f.shape == (2, model.ssl_dim) and model(x).shape == (2, model.embed_dim)
+        tokens = model.forward_features(x)[:, 1:].flatten(1)
+        torch.testing.assert_close(f, model.flatten_pool(tokens))
+        assert not torch.allclose(model.forward_ssl(swapped), f, atol=1e-4)
+    with pytest.raises(ValueError, match="full 14x14 token grid"):
+        model.forward_ssl(torch.zeros(1, 3, 48, 48))
+    assert re.match(model.group_matcher()["head"], "flatten_pool.weight")
+    with pytest.raises(ValueError, match="ssl_pool"):
+        create_model("vit_test", ssl_pool="mean")

@@ -71,3 +71,22 @@ def test_signed_output_is_the_same_augmentation() -> None:
     torch.manual_seed(4)
     b = aug(x.clone(), p, p, signed=True)
     torch.testing.assert_close(b, 2 * a - 1, atol=1e-5, rtol=0)
+
+
+def test_strength_scales_the_colour_changes() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 16, 16)
+    none = torch.zeros(6)
+    # strength 0: no jitter, no grayscale (blur and solarisation off here): the identity
+    torch.testing.assert_close(ColourAugment.with_strength(0.0)(x, none, none), x)
+    changes = []
+    for s in (0.25, 1.0):
+        torch.manual_seed(1)
+        changes.append((ColourAugment.with_strength(s)(x, none, none) - x).abs().mean())
+    assert 0 < changes[0] < changes[1]
+    default, full = ColourAugment(), ColourAugment.with_strength(1.0)
+    assert (default.brightness, default.hue, default.gray_p) == (
+        full.brightness,
+        full.hue,
+        full.gray_p,
+    )
