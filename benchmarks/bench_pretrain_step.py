@@ -3,13 +3,14 @@ and after the CPU speed-ups (bf16 autocast, a DataLoader worker for the views).
 
 Usage: python benchmarks/bench_pretrain_step.py [--steps 12] [--e2e-steps 40]
 
-1. Phases of one step of ``recipes/pretrain/cpu_small.yaml`` on celeba-112 (batch 32, 2 global +
-   4 local LAFS views, 49 / 9 tokens), measured in one process: view generation + collation,
+1. Phases of one step of ``recipes/pretrain/cpu_small.yaml`` as it was before the study (batch
+   32, 2 global + 4 local LAFS views, 49 / 9 tokens) and as it is now (2 global views, flatten
+   SSL feature, KoLeo), measured in one process: view generation + collation,
    teacher forward, student forward + DINO loss, backward, clipping + AdamW + EMA; fp32 and
    bf16 autocast side by side.
 2. ``lafs pretrain`` end to end for ``--e2e-steps`` steps (monitoring, TensorBoard and
-   checkpoints off): steps/s in wall time and images per CPU second, for fp32 without a worker
-   (the recipe before), bf16, a worker, and both.
+   checkpoints off): steps/s in wall time and images per CPU second, for the recipe before and
+   now, each in fp32 and bf16 autocast, with and without a DataLoader worker for the views.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from lafslib.engine.cputime import cpu_seconds  # noqa: E402
 from lafslib.engine.ema import update_ema  # noqa: E402
 from lafslib.engine.pretrain import SSLNetwork, build_views, clip_gradients, param_groups  # noqa: E402
 from lafslib.engine.state import autocast_context  # noqa: E402
-from lafslib.losses import DINOLoss  # noqa: E402
+from lafslib.losses import DINOLoss, koleo_loss  # noqa: E402
 from lafslib.models import DINOHead, create_model  # noqa: E402
 from lafslib.transforms import collate_views  # noqa: E402
 
@@ -42,9 +43,27 @@ RECIPE = ROOT / "recipes" / "pretrain" / "cpu_small.yaml"
 PHASES = ["views", "teacher forward", "student forward + loss", "backward", "clip + AdamW + EMA"]
 
 
-def phase_times(precision: str, steps: int) -> dict[str, float]:
+# the cpu_small recipe before this study: CLS feature, 2 global + 4 local views, out_dim 4096
+BEFORE = {
+    "views.local_views": 4,
+    "model.kwargs.ssl_pool": "cls",
+    "head.out_dim": 4096,
+    "loss.koleo_weight": 0,
+}
+E2E = [  # (label, precision, DataLoader workers, recipe overrides)
+    ("before: 2 global + 4 local views", "fp32", 0, BEFORE),
+    ("before + bf16", "bf16", 0, BEFORE),
+    ("before + 1 worker", "fp32", 1, BEFORE),
+    ("now: 2 global views, flatten, KoLeo", "fp32", 0, {}),
+    ("now + bf16", "bf16", 0, {}),
+    ("now + 1 worker (the recipe)", "fp32", 1, {}),
+    ("now + bf16 + 1 worker", "bf16", 1, {}),
+]
+
+
+def phase_times(overrides: dict, precision: str, steps: int) -> dict[str, float]:
     """Mean seconds per step of each phase (after one warm-up step)."""
-    cfg = load_recipe(RECIPE)
+    cfg = load_recipe(RECIPE, [f"{k}={v}" for k, v in overrides.items()])
     torch.manual_seed(0)
     views = build_views(cfg.views)
     data = open_dataset(
@@ -68,7 +87,12 @@ def phase_times(precision: str, steps: int) -> dict[str, float]:
             with torch.no_grad():
                 t_out = teacher([v for v in batch if v["is_global"]])
             marks.append(time.perf_counter())
-            loss = loss_fn(student(batch), t_out, 0.04)
+            s_out, feats = student(batch, return_features=True)
+            loss = loss_fn(s_out, t_out, 0.04)
+            if cfg.loss.koleo_weight:
+                loss = loss + cfg.loss.koleo_weight * sum(
+                    koleo_loss(f) for f, v in zip(feats, batch) if v["is_global"]
+                )
         marks.append(time.perf_counter())
         loss.backward()
         marks.append(time.perf_counter())
@@ -83,18 +107,20 @@ def phase_times(precision: str, steps: int) -> dict[str, float]:
     return totals
 
 
-def end_to_end(precision: str, workers: int, steps: int, out: Path) -> dict[str, float]:
+def end_to_end(
+    precision: str, workers: int, overrides: dict, steps: int, run: Path
+) -> dict[str, float]:
     """Wall steps/s and images per CPU second of ``lafs pretrain`` (a fresh process)."""
-    run = out / f"{precision}_w{workers}"
     sets = {
+        **overrides,
         "run.output_dir": str(run),
         "run.precision": precision,
         "run.max_steps": steps,
+        "run.max_cpu_minutes": "null",
         "run.log_every": steps // 2,
         "run.checkpoint_every": 10 * steps,
         "run.tensorboard": "false",
         "data.num_workers": workers,
-        "data.max_images": "null",
     }
     cmd = [sys.executable, "-m", "lafslib.cli", "pretrain", str(RECIPE)]
     for k, v in sets.items():
@@ -121,25 +147,27 @@ def main() -> None:
     args = parser.parse_args()
     data: dict[str, object] = {"threads": torch.get_num_threads()}
     phase_rows = []
-    for precision in ("fp32", "bf16"):
-        t = phase_times(precision, args.steps)
-        data[f"phases_{precision}"] = t
-        total = sum(t.values())
-        phase_rows.append(
-            [precision]
-            + [f"{1000 * t[p]:.0f} ({100 * t[p] / total:.0f}%)" for p in PHASES]
-            + [f"{1000 * total:.0f}"]
-        )
-        print(phase_rows[-1], flush=True)
+    for recipe, overrides in (("before", BEFORE), ("now", {})):
+        for precision in ("fp32", "bf16"):
+            t = phase_times(overrides, precision, args.steps)
+            data[f"phases {recipe} {precision}"] = t
+            total = sum(t.values())
+            phase_rows.append(
+                [recipe, precision]
+                + [f"{1000 * t[p]:.0f} ({100 * t[p] / total:.0f}%)" for p in PHASES]
+                + [f"{1000 * total:.0f}"]
+            )
+            print(phase_rows[-1], flush=True)
     e2e_rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = None
-        for precision, workers in (("fp32", 0), ("bf16", 0), ("fp32", 1), ("bf16", 1)):
-            r = end_to_end(precision, workers, args.e2e_steps, Path(tmp))
-            data[f"e2e_{precision}_w{workers}"] = r
+        for i, (label, precision, workers, overrides) in enumerate(E2E):
+            r = end_to_end(precision, workers, overrides, args.e2e_steps, Path(tmp) / str(i))
+            data[f"e2e: {label}"] = r
             base = base or r["steps_per_s"]
             e2e_rows.append(
                 [
+                    label,
                     precision,
                     workers,
                     f"{r['steps_per_s']:.3f}",
@@ -150,11 +178,12 @@ def main() -> None:
             print(e2e_rows[-1], flush=True)
     table = (
         "Phases of one step (ms per step of 32 images, share of the step):\n\n"
-        + markdown_table(["precision", *PHASES, "total ms"], phase_rows)
+        + markdown_table(["recipe", "precision", *PHASES, "total ms"], phase_rows)
         + "\n\n`lafs pretrain recipes/pretrain/cpu_small.yaml` end to end "
         + f"({args.e2e_steps} steps, all 6,019 faces):\n\n"
         + markdown_table(
-            ["precision", "data.num_workers", "steps/s", "vs before", "img per CPU s"], e2e_rows
+            ["setting", "precision", "data.num_workers", "steps/s", "vs before", "img per CPU s"],
+            e2e_rows,
         )
     )
     notes = (

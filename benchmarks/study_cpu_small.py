@@ -153,8 +153,8 @@ def plot_curves(curves: dict[str, list], lines: dict[str, float], ft_runs: dict,
     for name, pts in curves.items():
         axes[0].plot([p[1] for p in pts], [100 * p[2] for p in pts], marker="o", label=name)
     for name, acc in lines.items():
-        axes[0].axhline(100 * acc, linestyle="--", color="gray" if "init" in name else "k")
-        axes[0].annotate(name, (0, 100 * acc), va="bottom", fontsize=8)
+        style = {"color": "gray" if "init" in name else "k", "linestyle": "--"}
+        axes[0].axhline(100 * acc, label=name, **style)
     axes[0].set(
         title="SSL-only: teacher feature on LFW-600 (no labels)",
         xlabel="pretraining CPU minutes",

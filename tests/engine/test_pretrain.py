@@ -323,3 +323,24 @@ def test_cpu_budget_stops_the_run(tmp_path: Path) -> None:
     # the budget is checked at the first log step (log_every 1) and ends the run there
     assert [r["step"] for r in rows] == [1] and rows[0]["train/cpu_minutes"] > 0
     assert latest_checkpoint(run / "checkpoints").name == "step_00000001.pt"
+
+
+@pytest.mark.parametrize("freeze", [1, 0])
+def test_freeze_last_layer_during_the_first_epochs(tmp_path: Path, freeze: int) -> None:
+    """DINO's freeze_last_layer: in the first epochs the head's last layer gets no update, so
+    student and teacher (its EMA) keep the same prototypes while the rest of the head trains."""
+    recipe = _recipe(
+        tmp_path,
+        f"freeze{freeze}",
+        run__max_steps=2,
+        optim__lr=0.064,
+        optim__warmup_epochs=0,
+        optim__freeze_last_layer_epochs=freeze,
+    )
+    pretrain(load_recipe(recipe))
+    state = load_checkpoint(latest_checkpoint(tmp_path / f"freeze{freeze}" / "checkpoints"))
+    last = "head.last_layer.parametrizations.weight.original1"
+    mlp = "head.mlp.0.weight"
+    assert not torch.equal(state["student"][mlp], state["teacher"][mlp])
+    gap = (state["student"][last] - state["teacher"][last]).abs().max()
+    assert gap < 1e-6 if freeze else gap > 1e-5  # EMA of equal tensors: rounding only
