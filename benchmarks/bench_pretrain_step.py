@@ -54,9 +54,9 @@ E2E = [  # (label, precision, DataLoader workers, recipe overrides)
     ("before: 2 global + 4 local views", "fp32", 0, BEFORE),
     ("before + bf16", "bf16", 0, BEFORE),
     ("before + 1 worker", "fp32", 1, BEFORE),
-    ("now: 2 global views, flatten, KoLeo", "fp32", 0, {}),
+    ("now (the recipe): 2 global views, flatten, KoLeo", "fp32", 0, {}),
     ("now + bf16", "bf16", 0, {}),
-    ("now + 1 worker (the recipe)", "fp32", 1, {}),
+    ("now + 1 worker", "fp32", 1, {}),
     ("now + bf16 + 1 worker", "bf16", 1, {}),
 ]
 

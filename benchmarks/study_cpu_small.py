@@ -214,6 +214,7 @@ def main() -> None:
                 *sets(
                     run__output_dir=runs[arm],
                     run__threads=1,
+                    data__num_workers=1,  # one view worker per run: 4 processes on 2 cores
                     run__max_cpu_minutes=budget,
                     run__log_every=min(10, eval_every),
                     eval__bins=f"[{check}]",
