@@ -145,6 +145,7 @@ class ViewsConfig:
     local_size: int = bounded(48, ge=1)
     image_size: int = bounded(112, ge=1)
     colour_strength: float = bounded(1.0, ge=0)  # scales colour jitter, grayscale, solarisation
+    local_layout: Literal["mosaic", "grid"] = "mosaic"  # grid: landmark subsets in global layout
 
 
 @dataclass

@@ -159,6 +159,7 @@ def build_views(v: ViewsConfig) -> Any:
         landmark_source="sidecar" if v.landmark_source == "net" else v.landmark_source,
         grid_method=v.landmark_grid,
         colour_strength=v.colour_strength,
+        local_layout=v.local_layout,
     )
 
 
@@ -300,6 +301,15 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
 
         load_export_weights(backbone, cfg.init)
         logger.print(f"student and teacher start from {cfg.init}")
+    v = cfg.views
+    grid_locals = v.kind == "lafs" and v.local_layout == "grid"
+    if getattr(backbone, "flatten_pool", None) is not None and v.local_views and not grid_locals:
+        raise ConfigError(
+            "model.kwargs.ssl_pool: flatten needs the full token grid in every view, but "
+            f"views.local_views is {v.local_views} with "
+            + ("multicrop views" if v.kind == "multicrop" else "views.local_layout: mosaic")
+            + ": set views.local_views: 0, or views.kind: lafs with views.local_layout: grid"
+        )
     if o.drop_path is not None and not set_drop_path(backbone, o.drop_path) and o.drop_path > 0:
         raise ConfigError(f"optim.drop_path: {cfg.model.name} has no blocks with drop path")
     student = SSLNetwork(backbone, head, mosaic_views=cfg.views.kind == "lafs").to(device)

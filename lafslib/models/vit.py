@@ -205,7 +205,7 @@ class FaceViT(nn.Module):
         if tokens.shape[1] != 1 + self.grid**2:
             raise ValueError(
                 f"ssl_pool='flatten' needs the full {self.grid}x{self.grid} token grid, got "
-                f"{tokens.shape[1] - 1} tokens (use global views only, or ssl_pool='cls')"
+                f"{tokens.shape[1] - 1} tokens (use global views or grid-layout local views, or ssl_pool='cls')"
             )
         return self.flatten_pool(tokens[:, 1:].flatten(1))
 

@@ -52,6 +52,9 @@ class MultiCropViews:
         local_scale: RandomResizedCrop area range of the locals.
         patch_size: token size, for ``token_centers``.
         colour_strength: scales colour jitter, grayscale and solarisation (1: DINO's).
+        local_layout: "mosaic" (a sqrt(k) x sqrt(k) mosaic of k landmarks drawn with
+            replacement, as LAFS) or "grid" (k distinct landmarks in their places of the
+            global grid, the others blanked; ``local_landmarks`` need not be square).
     """
 
     def __init__(
@@ -114,6 +117,24 @@ class MultiCropViews:
             for x, kp in zip(images.unbind(0), kps)
         ]
 
+    def _grid_locals(
+        self, images: torch.Tensor, centers: torch.Tensor, keypoints: Sequence[torch.Tensor]
+    ) -> list[dict[str, Any]]:
+        """Local views in the global layout: (L, C, S, S) crops, (L, N, 2) centres in [0, 1].
+
+        Each view is the full mosaic of its crop with the patches of all but
+        ``local_landmarks`` distinct landmarks set to zero.
+        """
+        n_loc, n, p = len(images), self.num_landmarks, self.patch_size
+        mosaics = self._mosaics(images, centers, self.grid)
+        _, keep = subset_landmarks(centers, self.local_landmarks, replace=False)
+        visible = torch.zeros(n_loc, n).scatter_(1, keep, 1.0).view(n_loc, 1, self.grid, self.grid)
+        mosaics = mosaics * visible.repeat_interleave(p, 2).repeat_interleave(p, 3)
+        return [
+            {"image": im, "token_centers": c, "keypoints": kp, "is_global": False}
+            for im, c, kp in zip(mosaics.unbind(0), centers.unbind(0), keypoints)
+        ]
+
     def __call__(self, sample: dict[str, Any]) -> list[dict[str, Any]]:
         """Views of ``sample["image"]`` (uint8 HxWx3 RGB), each with the 5 keypoints of
         ``sample["landmarks"]`` (5 or 68 points; the template when absent) for KP-RPE models."""
@@ -164,6 +185,11 @@ class LAFSViews:
     of the clean crop (Sun & Tzimiropoulos, "LAFS: Landmark-based Facial Self-supervised
     Learning for Face Recognition", CVPR 2024).
 
+    With ``local_layout="grid"`` a local view keeps the global N-token layout: it is the full
+    sqrt(N) x sqrt(N) mosaic of its own crop with all but ``local_landmarks`` distinct
+    landmarks blanked (zero, the mean of the signed pixels), so backbones that need the whole
+    token grid (``ssl_pool="flatten"``) can learn from landmark subsets too.
+
     Landmarks come from ``sample["landmarks"]``: N points, or 5 / 68 detected points expanded
     to the N-point landmark grid; with ``landmark_source="template"`` (or no landmarks) the
     canonical grid of an aligned crop is used.
@@ -181,6 +207,9 @@ class LAFSViews:
         grid_method: how 5 / 68 detected points become the N-point grid: "similarity" or
             "tps" (thin-plate spline, :func:`lafslib.landmarks.grid.landmark_grid`).
         colour_strength: scales colour jitter, grayscale and solarisation (1: DINO's).
+        local_layout: "mosaic" (a sqrt(k) x sqrt(k) mosaic of k landmarks drawn with
+            replacement, as LAFS) or "grid" (k distinct landmarks in their places of the
+            global grid, the others blanked; ``local_landmarks`` need not be square).
     """
 
     def __init__(
@@ -196,14 +225,22 @@ class LAFSViews:
         landmark_source: str = "sidecar",
         grid_method: str = "similarity",
         colour_strength: float = 1.0,
+        local_layout: str = "mosaic",
     ) -> None:
+        if local_layout not in ("mosaic", "grid"):
+            raise ValueError(f"local_layout must be 'mosaic' or 'grid', got {local_layout!r}")
         self.grid = int(round(num_landmarks**0.5))
         self.local_grid = int(round(local_landmarks**0.5))
-        if self.grid**2 != num_landmarks or self.local_grid**2 != local_landmarks:
+        if self.grid**2 != num_landmarks:
+            raise ValueError(f"num_landmarks ({num_landmarks}) must be a square number")
+        if local_layout == "mosaic" and self.local_grid**2 != local_landmarks:
+            raise ValueError(f"local_landmarks ({local_landmarks}) must be a square number")
+        if local_layout == "grid" and local_landmarks > num_landmarks:
             raise ValueError(
-                f"num_landmarks ({num_landmarks}) and local_landmarks ({local_landmarks}) must be "
-                "square numbers"
+                f"local_landmarks ({local_landmarks}) cannot exceed num_landmarks "
+                f"({num_landmarks}) with local_layout 'grid'"
             )
+        self.local_layout = local_layout
         if landmark_source not in ("sidecar", "template"):
             raise ValueError(
                 f"landmark_source must be 'sidecar' or 'template' here, got {landmark_source!r}"
@@ -301,6 +338,24 @@ class LAFSViews:
             top[bad], left[bad] = (h - ch[bad]) // 2, (w - cw[bad]) // 2
         return np.stack([top, left, ch, cw], 1)
 
+    def _grid_locals(
+        self, images: torch.Tensor, centers: torch.Tensor, keypoints: Sequence[torch.Tensor]
+    ) -> list[dict[str, Any]]:
+        """Local views in the global layout: (L, C, S, S) crops, (L, N, 2) centres in [0, 1].
+
+        Each view is the full mosaic of its crop with the patches of all but
+        ``local_landmarks`` distinct landmarks set to zero.
+        """
+        n_loc, n, p = len(images), self.num_landmarks, self.patch_size
+        mosaics = self._mosaics(images, centers, self.grid)
+        _, keep = subset_landmarks(centers, self.local_landmarks, replace=False)
+        visible = torch.zeros(n_loc, n).scatter_(1, keep, 1.0).view(n_loc, 1, self.grid, self.grid)
+        mosaics = mosaics * visible.repeat_interleave(p, 2).repeat_interleave(p, 3)
+        return [
+            {"image": im, "token_centers": c, "keypoints": kp, "is_global": False}
+            for im, c, kp in zip(mosaics.unbind(0), centers.unbind(0), keypoints)
+        ]
+
     def __call__(self, sample: dict[str, Any]) -> list[dict[str, Any]]:
         """Views of ``sample["image"]`` (uint8 HxWx3) with its landmarks."""
         img = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
@@ -335,7 +390,6 @@ class LAFSViews:
         centers = perturb_landmarks(moved_t[:, :n], self.sigma, s).div_(s)
         g = self.global_views
         global_centers = centers[:g]
-        local_centers, _ = subset_landmarks(centers[g:], self.local_landmarks)
         kps = keypoints.unbind(0)
         views = []
         if g:
@@ -344,7 +398,10 @@ class LAFSViews:
                 {"image": im, "token_centers": c, "keypoints": kp, "is_global": True}
                 for im, c, kp in zip(mosaics, global_centers.unbind(0), kps[:g])
             ]
-        if self.local_views:
+        if self.local_views and self.local_layout == "grid":
+            views += self._grid_locals(images[g:], centers[g:], kps[g:])
+        elif self.local_views:
+            local_centers, _ = subset_landmarks(centers[g:], self.local_landmarks)
             mosaics = self._mosaics(images[g:], local_centers, self.local_grid).unbind(0)
             views += [
                 {"image": im, "token_centers": c, "keypoints": kp, "is_global": False}

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from lafslib.cli import main
-from lafslib.config import load_recipe
+from lafslib.config import ConfigError, load_recipe
 from lafslib.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lafslib.engine.ema import update_ema
 from lafslib.engine.pretrain import pretrain
@@ -344,3 +344,26 @@ def test_freeze_last_layer_during_the_first_epochs(tmp_path: Path, freeze: int) 
     assert not torch.equal(state["student"][mlp], state["teacher"][mlp])
     gap = (state["student"][last] - state["teacher"][last]).abs().max()
     assert gap < 1e-6 if freeze else gap > 1e-5  # EMA of equal tensors: rounding only
+
+
+@pytest.mark.parametrize("layout", ["grid", "mosaic"])
+def test_flatten_feature_with_local_views_needs_the_grid_layout(
+    tmp_path: Path, layout: str
+) -> None:
+    """ssl_pool flatten learns from local views only when they keep the global token grid."""
+    recipe = _recipe(
+        tmp_path,
+        layout,
+        run__max_steps=2,
+        model__kwargs={"ssl_pool": "flatten"},
+        views__kind="lafs",
+        views__local_layout=layout,
+        views__local_landmarks=9,
+    )
+    if layout == "mosaic":
+        with pytest.raises(ConfigError, match="local_layout: grid"):
+            pretrain(load_recipe(recipe))
+        return
+    run = pretrain(load_recipe(recipe))
+    rows = [yaml.safe_load(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 2 and np.isfinite(rows[-1]["train/loss"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from lafslib.data import open_dataset, render_face
@@ -144,3 +145,48 @@ def test_multicrop_keypoints_move_with_the_pixels() -> None:
             assert dist.min() < 1.0, dist
             flipped += int(dist[1] < dist[0])
     assert flipped > 0
+
+
+def test_grid_local_views_keep_the_layout_and_blank_the_rest() -> None:
+    """local_layout='grid': a local view is its crop's full mosaic with k landmarks visible."""
+    sample = render_face(1, 0)
+    views = LAFSViews(
+        global_views=1,
+        local_views=6,
+        num_landmarks=49,
+        local_landmarks=20,
+        patch_size=16,
+        sigma=0.0,
+        global_scale=(1.0, 1.0),
+        local_layout="grid",
+    )
+    views.colour = lambda x, blur_p, solarize_p, signed=False: 2 * x - 1 if signed else x
+    torch.manual_seed(5)
+    out = views(sample)
+    assert [v["is_global"] for v in out] == [True] + [False] * 6
+
+    def cells(v: dict) -> torch.Tensor:
+        return v["image"].view(3, 7, 16, 7, 16).permute(1, 3, 0, 2, 4).reshape(49, -1)
+
+    img = torch.from_numpy(sample["image"]).permute(2, 0, 1).float() / 127.5 - 1
+    for v in out[1:]:
+        assert v["image"].shape == out[0]["image"].shape and v["token_centers"].shape == (49, 2)
+        visible = ~(cells(v) == 0).all(1)
+        assert int(visible.sum()) == 20
+        # the visible cells are the crop's full mosaic there (the crop may be flipped)
+        refs = [
+            {"image": views._mosaics(ref[None], v["token_centers"][None], 7)[0]}
+            for ref in (img, img.flip(-1))
+        ]
+        assert any(torch.allclose(cells(v)[visible], cells(r)[visible], atol=1e-5) for r in refs)
+    masks = {tuple((cells(v) == 0).all(1).tolist()) for v in out[1:]}
+    assert len(masks) == 6  # each local view draws its own subset
+
+
+def test_grid_local_views_validate_their_sizes() -> None:
+    with pytest.raises(ValueError, match="cannot exceed"):
+        LAFSViews(num_landmarks=49, local_landmarks=50, local_layout="grid")
+    with pytest.raises(ValueError, match="square"):
+        LAFSViews(num_landmarks=49, local_landmarks=20)
+    with pytest.raises(ValueError, match="local_layout"):
+        LAFSViews(local_layout="ring")
