@@ -146,6 +146,7 @@ class ViewsConfig:
     image_size: int = bounded(112, ge=1)
     colour_strength: float = bounded(1.0, ge=0)  # scales colour jitter, grayscale, solarisation
     local_layout: Literal["mosaic", "grid"] = "mosaic"  # grid: landmark subsets in global layout
+    relight_strength: float = bounded(0.0, ge=0)  # directional light ramp amplitude (0: off)
 
 
 @dataclass

@@ -144,6 +144,7 @@ def build_views(v: ViewsConfig) -> Any:
             local_scale=v.local_scale,
             patch_size=v.patch_size,
             colour_strength=v.colour_strength,
+            relight_strength=v.relight_strength,
         )
     from lafslib.transforms import LAFSViews
 
@@ -160,6 +161,7 @@ def build_views(v: ViewsConfig) -> Any:
         grid_method=v.landmark_grid,
         colour_strength=v.colour_strength,
         local_layout=v.local_layout,
+        relight_strength=v.relight_strength,
     )
 
 

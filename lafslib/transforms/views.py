@@ -30,6 +30,7 @@ from lafslib.landmarks.grid import FLIP_5, grid_flip_index, landmark_grid
 from lafslib.landmarks.template import landmarks68_to_5, template_for_size
 from lafslib.transforms.landmark import flip_landmarks, perturb_landmarks, subset_landmarks
 from lafslib.transforms.photometric import ColourAugment
+from lafslib.transforms.relight import relight
 
 __all__ = ["LAFSViews", "MultiCropViews", "collate_views", "group_views"]
 
@@ -52,9 +53,8 @@ class MultiCropViews:
         local_scale: RandomResizedCrop area range of the locals.
         patch_size: token size, for ``token_centers``.
         colour_strength: scales colour jitter, grayscale and solarisation (1: DINO's).
-        local_layout: "mosaic" (a sqrt(k) x sqrt(k) mosaic of k landmarks drawn with
-            replacement, as LAFS) or "grid" (k distinct landmarks in their places of the
-            global grid, the others blanked; ``local_landmarks`` need not be square).
+        relight_strength: largest amplitude of a random directional light ramp per view
+            (:func:`lafslib.transforms.relight.relight`; 0: off).
     """
 
     def __init__(
@@ -67,6 +67,7 @@ class MultiCropViews:
         local_scale: Sequence[float] = (0.05, 0.4),
         patch_size: int = 8,
         colour_strength: float = 1.0,
+        relight_strength: float = 0.0,
     ) -> None:
         if global_views < 1:
             raise ValueError(f"need at least one global view, got {global_views}")
@@ -78,6 +79,9 @@ class MultiCropViews:
         )
         self.local_crop = v2.RandomResizedCrop(local_size, scale=tuple(local_scale), antialias=True)
         self.colour = ColourAugment.with_strength(colour_strength)
+        if relight_strength < 0:
+            raise ValueError(f"relight_strength must be >= 0, got {relight_strength}")
+        self.relight_strength = relight_strength
         # per global view: blur p 1.0 then 0.1, solarisation only on the second; locals 0.5, 0
         self.global_blur_p = torch.tensor([1.0] + [0.1] * (global_views - 1))
         self.global_solarize_p = torch.tensor([0.0] + [0.2 * colour_strength] * (global_views - 1))
@@ -111,7 +115,8 @@ class MultiCropViews:
     ) -> list[dict[str, Any]]:
         """``n`` views of one crop size, colour-augmented together in [-1, 1]."""
         crops, kps = zip(*(self._crop(img, five, crop) for _ in range(n)))
-        images = self.colour(torch.stack(crops).float().div_(255.0), blur_p, solarize_p, True)
+        crops = relight(torch.stack(crops).float().div_(255.0), self.relight_strength)
+        images = self.colour(crops, blur_p, solarize_p, True)
         return [
             {"image": x, "token_centers": centers, "keypoints": kp, "is_global": is_global}
             for x, kp in zip(images.unbind(0), kps)
@@ -210,6 +215,8 @@ class LAFSViews:
         local_layout: "mosaic" (a sqrt(k) x sqrt(k) mosaic of k landmarks drawn with
             replacement, as LAFS) or "grid" (k distinct landmarks in their places of the
             global grid, the others blanked; ``local_landmarks`` need not be square).
+        relight_strength: largest amplitude of a random directional light ramp per view
+            (:func:`lafslib.transforms.relight.relight`; 0: off).
     """
 
     def __init__(
@@ -226,6 +233,7 @@ class LAFSViews:
         grid_method: str = "similarity",
         colour_strength: float = 1.0,
         local_layout: str = "mosaic",
+        relight_strength: float = 0.0,
     ) -> None:
         if local_layout not in ("mosaic", "grid"):
             raise ValueError(f"local_layout must be 'mosaic' or 'grid', got {local_layout!r}")
@@ -241,6 +249,9 @@ class LAFSViews:
                 f"({num_landmarks}) with local_layout 'grid'"
             )
         self.local_layout = local_layout
+        if relight_strength < 0:
+            raise ValueError(f"relight_strength must be >= 0, got {relight_strength}")
+        self.relight_strength = relight_strength
         if landmark_source not in ("sidecar", "template"):
             raise ValueError(
                 f"landmark_source must be 'sidecar' or 'template' here, got {landmark_source!r}"
@@ -385,6 +396,7 @@ class LAFSViews:
         crops = F.grid_sample(
             src, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
+        crops = relight(crops, self.relight_strength)
         images = self.colour(crops, self.blur_p, self.solarize_p, signed=True)
         keypoints = (moved_t[:, n:] / s).clamp_(0, 1)
         centers = perturb_landmarks(moved_t[:, :n], self.sigma, s).div_(s)
