@@ -75,6 +75,7 @@ ROWS: dict[str, tuple[str, dict, float, int]] = {
         10,
         300,
     ),
+    "relight": ("directional relighting, amplitude 0.6", {"views.relight_strength": 0.6}, 10, 300),
     "k256": (
         "out_dim 256 (about the number of identities) + teacher temperature 0.07",
         {"head.out_dim": 256, **TEACHER_TEMP_007},
@@ -154,7 +155,9 @@ def main() -> None:
     notes = (
         "SSL-only accuracy (teacher SSL feature) on all 6,000 LFW pairs, 10-fold, no flip; "
         f"the same feature at random init scores {args.init}% (no flip). A run's last point "
-        "is where its CPU budget ended it."
+        "is where its CPU budget ended it, or where it was stopped early once it was clearly no "
+        "better than the recipe (gridloc, m996, relight; big was stopped before its first "
+        "evaluation and has no row)."
     )
     write_result(
         "ssl_ablation_cpu",
