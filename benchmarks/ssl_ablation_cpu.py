@@ -77,7 +77,7 @@ ROWS: dict[str, tuple[str, dict, float, int]] = {
     ),
     "relight": ("directional relighting, amplitude 0.6", {"views.relight_strength": 0.6}, 10, 300),
     "k256": (
-        "out_dim 256 (about the number of identities) + teacher temperature 0.07",
+        "out_dim 256 + teacher temperature 0.07",
         {"head.out_dim": 256, **TEACHER_TEMP_007},
         10,
         300,

@@ -15,7 +15,9 @@ On celeba-112 used as unlabelled faces, with the narrow ViT of the cpu_small rec
      total CPU time of LAFS pretraining + finetuning (``--no-equal-cpu`` skips that arm).
 
 Writes RUN/study.json, benchmarks/results/study.json (the BENCHMARKS.md section, with its
-``ssl_only`` block) and benchmarks/results/study_curves.png. ``--scale`` multiplies the
+``ssl_only`` block, and an ``ablation`` block copied from the equal-CPU ablations of
+benchmarks/ssl_ablation_cpu.py when those have run; ``--attach-ablation`` refreshes only that
+block) and benchmarks/results/study_curves.png. ``--scale`` multiplies the
 budget and every step count (0.05 for a smoke run of the whole pipeline).
 """
 
@@ -34,7 +36,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, SHARED_DATA, markdown_table, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    SHARED_DATA,
+    markdown_table,
+    render_benchmarks_md,
+    write_result,
+)
 
 from lafslib.config import load_recipe  # noqa: E402
 from lafslib.data.verification import load_bin_raw, write_bin  # noqa: E402
@@ -177,6 +186,34 @@ def plot_curves(curves: dict[str, list], lines: dict[str, float], ft_runs: dict,
     plt.close(fig)
 
 
+def ablation_block() -> dict[str, Any]:
+    """Each equal-CPU ablation of ``benchmarks/ssl_ablation_cpu.py`` (if it has run) and its
+    SSL-only LFW accuracy (fractions, no flip): best and last point with their CPU minutes."""
+    path = RESULTS / "ssl_ablation_cpu.json"
+    if not path.is_file():
+        return {}
+    rows = json.loads(path.read_text())["data"]
+    block = {}
+    for name, row in rows.items():
+        best = max(row["curve"], key=lambda p: p["accuracy"])
+        last = row["curve"][-1]
+        block[name] = {
+            "change": row["change"],
+            "best": {"accuracy": best["accuracy"], "cpu_minutes": best["cpu_minutes"]},
+            "last": {"accuracy": last["accuracy"], "cpu_minutes": last["cpu_minutes"]},
+        }
+    return block
+
+
+def attach_ablation() -> None:
+    """Refresh the ``ablation`` block of an existing study result without rerunning it."""
+    path = RESULTS / "study.json"
+    payload = json.loads(path.read_text())
+    payload["data"]["ablation"] = ablation_block()
+    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    render_benchmarks_md()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -187,7 +224,15 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100, help="pretraining steps")
     parser.add_argument("--no-equal-cpu", action="store_true", help="skip that scratch arm")
     parser.add_argument("--lfw", type=Path, default=SHARED_DATA / "lfw" / "lfw.bin")
+    parser.add_argument(
+        "--attach-ablation",
+        action="store_true",
+        help="only copy the equal-CPU ablation rows into benchmarks/results/study.json",
+    )
     args = parser.parse_args()
+    if args.attach_ablation:
+        attach_ablation()
+        return
     out = args.out.resolve()
     if out.exists():
         raise SystemExit(f"study: {out} exists; give another --out (runs are never overwritten)")
@@ -344,13 +389,14 @@ def main() -> None:
         "budget_cpu_minutes": budget,
         "wall_seconds": WALL,
         "total_wall_minutes": wall,
+        "ablation": ablation_block(),
     }
     (out / "study.json").write_text(json.dumps(data, indent=2) + "\n")
     write_result(
         "study",
         "Study: does the self-supervised stage learn? (celeba-112 -> LFW, 2 CPU cores)",
         table,
-        f"python benchmarks/study_cpu_small.py --budget {args.budget:g}",
+        "python benchmarks/study_cpu_small.py " + " ".join(sys.argv[1:]),
         data,
         notes,
     )
