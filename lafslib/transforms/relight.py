@@ -2,8 +2,9 @@
 
 Colour jitter changes an image's brightness as a whole; faces photographed in the wild are
 also lit from one side. ``relight`` multiplies every view by its own ramp
-``1 + a * <(x, y) - centre, (cos t, sin t)> * 2`` with ``a ~ U(0, strength)`` and a direction
-``t ~ U(0, 2 pi)``, so one side of the face darkens while the other brightens.
+``1 + a * (x cos t + y sin t) / sqrt(2)`` over pixel coordinates ``x, y`` in [-1, 1], with
+``a ~ U(0, strength)`` and a direction ``t ~ U(0, 2 pi)``, so one side of the face darkens
+while the other brightens; the gain stays within ``1 +- a``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ def relight(
 
     Args:
         images: (V, C, H, W) views in [0, 1].
-        strength: the largest ramp amplitude ``a`` (0: unchanged; 0.5: one edge at most half
-            as bright, the opposite edge one and a half times).
+        strength: the largest ramp amplitude ``a`` (0: unchanged; 0.5: the gain ranges over
+            0.5-1.5 at most, its extremes at opposite corners when the ramp points at them).
         generator: optional torch generator (default: the global RNG).
 
     Returns:

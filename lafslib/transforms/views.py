@@ -122,24 +122,6 @@ class MultiCropViews:
             for x, kp in zip(images.unbind(0), kps)
         ]
 
-    def _grid_locals(
-        self, images: torch.Tensor, centers: torch.Tensor, keypoints: Sequence[torch.Tensor]
-    ) -> list[dict[str, Any]]:
-        """Local views in the global layout: (L, C, S, S) crops, (L, N, 2) centres in [0, 1].
-
-        Each view is the full mosaic of its crop with the patches of all but
-        ``local_landmarks`` distinct landmarks set to zero.
-        """
-        n_loc, n, p = len(images), self.num_landmarks, self.patch_size
-        mosaics = self._mosaics(images, centers, self.grid)
-        _, keep = subset_landmarks(centers, self.local_landmarks, replace=False)
-        visible = torch.zeros(n_loc, n).scatter_(1, keep, 1.0).view(n_loc, 1, self.grid, self.grid)
-        mosaics = mosaics * visible.repeat_interleave(p, 2).repeat_interleave(p, 3)
-        return [
-            {"image": im, "token_centers": c, "keypoints": kp, "is_global": False}
-            for im, c, kp in zip(mosaics.unbind(0), centers.unbind(0), keypoints)
-        ]
-
     def __call__(self, sample: dict[str, Any]) -> list[dict[str, Any]]:
         """Views of ``sample["image"]`` (uint8 HxWx3 RGB), each with the 5 keypoints of
         ``sample["landmarks"]`` (5 or 68 points; the template when absent) for KP-RPE models."""
