@@ -282,6 +282,7 @@ class MarginLossConfig:
     mining_p0: float = 0.6
     mining_mode: Literal["sample", "batch"] = "sample"
     partial_fc_rate: float = bounded(1.0, gt=0, le=1)
+    classifier_init: Literal["random", "imprint"] = "random"  # imprint: centres from embeddings
     landmark_consistency: float = bounded(0.0, ge=0)  # Part fViT: MSE to the initial landmark CNN
     landmark_consistency_epochs: float = bounded(0.0, ge=0)  # linear decay to 0 (0: constant)
 

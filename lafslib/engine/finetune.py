@@ -34,6 +34,7 @@ from lafslib.engine.checkpoint import (
     save_checkpoint,
 )
 from lafslib.engine.distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
+from lafslib.engine.imprint import imprint_centres
 from lafslib.engine.logging import RunLogger
 from lafslib.engine.param_groups import param_groups_layer_decay
 from lafslib.engine.pretrain import SeededViews
@@ -389,6 +390,18 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None, overwrite
             step = int(state["step"])
             set_rng_state(state["rng"])
         logger.print(f"resumed from {path} at step {step}")
+    elif cfg.loss.classifier_init == "imprint":
+        centres, counts = imprint_centres(
+            model, dataset, num_classes, d.batch_size, device, _needs_keypoints(model),
+            info.rank, info.world_size, d.num_workers,
+        )  # fmt: skip
+        known = counts > 0
+        full = classifier.full_weight()
+        # directions only: each row keeps its initial norm (the logits use directions; the
+        # norm sets how far an optimiser step turns the centre)
+        full[known] = centres[known].to(full.dtype) * full[known].norm(dim=1, keepdim=True)
+        classifier.load_full_weight(full)
+        logger.print(f"imprinted {int(known.sum())} of {num_classes} class centres")
     logger.resume_at(step)
     write_run_files(run_dir, cfg, info.world_size, info.is_main)
 
