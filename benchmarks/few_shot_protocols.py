@@ -78,8 +78,12 @@ def main() -> None:
                 "finetune",
                 str(FINETUNE_RECIPE),
                 *init,
-                *sets(run__output_dir=run, optim__epochs=epochs, data__images_per_identity=1),
-                *sets(eval__bins="[]"),
+                *sets(
+                    run__output_dir=run,
+                    optim__epochs=epochs,
+                    data__images_per_identity=1,
+                    eval__bins="[]",
+                ),
                 *[a for k, v in overrides.items() for a in ("--set", f"{k}={v}")],
             )
             r = evaluate(run / "export", args.lfw, out / f"eval_{run.name}")

@@ -375,6 +375,7 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None, overwrite
             return base_lr * min(1.0, (step + 1) / max(warmup, 1)) if warmup else base_lr
         return warmup_cosine(step, total, warmup, o.lr, o.min_lr)
 
+    use_kp = _needs_keypoints(model)
     step = 0
     ckpt_dir = run_dir / "checkpoints"
     keys = ("model", "classifier", "optimizer", "scaler", "loss", "rng")
@@ -392,7 +393,7 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None, overwrite
         logger.print(f"resumed from {path} at step {step}")
     elif cfg.loss.classifier_init == "imprint":
         centres, counts = imprint_centres(
-            model, dataset, num_classes, d.batch_size, device, _needs_keypoints(model),
+            model, dataset, num_classes, dim, d.batch_size, device, use_kp,
             info.rank, info.world_size, d.num_workers,
         )  # fmt: skip
         known = counts > 0
@@ -423,7 +424,6 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None, overwrite
             )
             prune_checkpoints(ckpt_dir, cfg.run.keep_last, upto=at)
 
-    use_kp = _needs_keypoints(model)
     logger.print(
         f"finetuning {cfg.model.name} ({cfg.adapter.mode}, {cfg.loss.name}) from "
         f"{cfg.init or 'scratch'} on {len(dataset)} "

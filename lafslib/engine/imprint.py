@@ -24,6 +24,7 @@ def imprint_centres(
     model: nn.Module,
     dataset: Dataset,
     num_classes: int,
+    dim: int,
     batch_size: int,
     device: torch.device,
     use_keypoints: bool,
@@ -35,13 +36,14 @@ def imprint_centres(
 
     The model embeds in training mode (batch-statistics normalisation, as the margin loss will
     see it); its BatchNorm running statistics are restored afterwards, so imprinting changes
-    nothing but the centres. Each rank embeds every ``world_size``-th image from its ``rank``;
-    the per-class sums are summed across ranks.
+    nothing but the centres. Each rank embeds every ``world_size``-th image from its ``rank``
+    (a rank may have none); the per-class sums are summed across ranks.
 
     Args:
         model: backbone, ``model(x[, keypoints]) -> (B, D)``.
         dataset: yields ``(image (3, H, W), label in [0, num_classes), keypoints (K, 2))``.
         num_classes: C.
+        dim: D, the embedding size.
         batch_size: images per forward pass.
         device: where the model lives.
         use_keypoints: pass the keypoints to the model (KP-RPE backbones).
@@ -57,25 +59,21 @@ def imprint_centres(
     model.train()
     mine = list(range(rank, len(dataset), world_size))
     # near-equal batches, so no batch holds a single image (batch statistics need two)
-    batches = [b.tolist() for b in np.array_split(mine, max(1, -(-len(mine) // batch_size)))]
+    sections = -(-len(mine) // batch_size)
+    batches = [b.tolist() for b in np.array_split(mine, sections)] if mine else []
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers)
-    sums: torch.Tensor | None = None
+    sums = torch.zeros(num_classes, dim, device=device)
     counts = torch.zeros(num_classes, device=device)
     try:
         for x, y, kp in loader:
             x, y = x.to(device), y.to(device)
             emb = model(x, kp.to(device)) if use_keypoints else model(x)
-            emb = F.normalize(emb.float(), dim=1)
-            if sums is None:
-                sums = torch.zeros(num_classes, emb.shape[1], device=device)
-            sums.index_add_(0, y, emb)
+            sums.index_add_(0, y, F.normalize(emb.float(), dim=1))
             counts.index_add_(0, y, torch.ones_like(y, dtype=counts.dtype))
     finally:
         for m, state in zip(norms, saved):
             m.load_state_dict(state)
         model.train(was_training)
-    if sums is None:
-        raise ValueError("imprinting needs at least one training image on every rank")
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(sums)
         dist.all_reduce(counts)

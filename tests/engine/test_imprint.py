@@ -29,7 +29,7 @@ def test_centres_are_normalised_means_of_normalised_embeddings() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 112 * 112, 16))
     labels = [0, 1, 0, 2, 1, 0, 2]
     data = _faces(7, labels)
-    centres, counts = imprint_centres(model, data, 4, 3, torch.device("cpu"), False)
+    centres, counts = imprint_centres(model, data, 4, 16, 3, torch.device("cpu"), False)
     with torch.no_grad():
         emb = F.normalize(model(torch.stack([x for x, _, _ in data])), dim=1)
     for c in range(3):
@@ -44,7 +44,7 @@ def test_batchnorm_statistics_and_mode_are_restored() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     # 5 images in batches of at most 4: split 3 + 2, never a single-image batch
     centres, counts = imprint_centres(
-        model, _faces(5, [0, 1, 0, 1, 1]), 2, 4, torch.device("cpu"), False
+        model, _faces(5, [0, 1, 0, 1, 1]), 2, model.embed_dim, 4, torch.device("cpu"), False
     )
     assert not model.training
     for k, v in model.state_dict().items():
