@@ -15,10 +15,11 @@ On celeba-112 used as unlabelled faces, with the narrow ViT of the cpu_small rec
      total CPU time of LAFS pretraining + finetuning (``--no-equal-cpu`` skips that arm).
 
 Writes RUN/study.json, benchmarks/results/study.json (the BENCHMARKS.md section, with its
-``ssl_only`` block, and an ``ablation`` block copied from the equal-CPU ablations of
-benchmarks/ssl_ablation_cpu.py when those have run; ``--attach-ablation`` refreshes only that
-block) and benchmarks/results/study_curves.png. ``--scale`` multiplies the
-budget and every step count (0.05 for a smoke run of the whole pipeline).
+``ssl_only`` block, and an ``ablation`` block copied from the ablations of
+benchmarks/ssl_ablation_cpu.py and ssl_ablation_short.py when those have run;
+``--attach-ablation`` refreshes only that block) and benchmarks/results/study_curves.png.
+``--scale`` multiplies the budget and every step count (0.05 for a smoke run of the whole
+pipeline).
 """
 
 from __future__ import annotations
@@ -187,21 +188,27 @@ def plot_curves(curves: dict[str, list], lines: dict[str, float], ft_runs: dict,
 
 
 def ablation_block() -> dict[str, Any]:
-    """Each equal-CPU ablation of ``benchmarks/ssl_ablation_cpu.py`` (if it has run) and its
-    SSL-only LFW accuracy (fractions, no flip): best and last point with their CPU minutes."""
-    path = RESULTS / "ssl_ablation_cpu.json"
-    if not path.is_file():
-        return {}
-    rows = json.loads(path.read_text())["data"]
+    """Each ablation of ``benchmarks/ssl_ablation_cpu.py`` (equal CPU time, no flip) and of
+    ``benchmarks/ssl_ablation_short.py`` (complete 4-epoch schedules side by side, flip; names
+    prefixed ``short/``) that has run, and its SSL-only LFW accuracy (fractions): best and last
+    point with their CPU minutes."""
     block = {}
-    for name, row in rows.items():
-        best = max(row["curve"], key=lambda p: p["accuracy"])
-        last = row["curve"][-1]
-        block[name] = {
-            "change": row["change"],
-            "best": {"accuracy": best["accuracy"], "cpu_minutes": best["cpu_minutes"]},
-            "last": {"accuracy": last["accuracy"], "cpu_minutes": last["cpu_minutes"]},
-        }
+    for source, prefix, flip in (
+        ("ssl_ablation_cpu", "", False),
+        ("ssl_ablation_short", "short/", True),
+    ):
+        path = RESULTS / f"{source}.json"
+        if not path.is_file():
+            continue
+        for name, row in json.loads(path.read_text())["data"].items():
+            best = max(row["curve"], key=lambda p: p["accuracy"])
+            last = row["curve"][-1]
+            block[prefix + name] = {
+                "change": row["change"],
+                "flip": flip,
+                "best": {"accuracy": best["accuracy"], "cpu_minutes": best["cpu_minutes"]},
+                "last": {"accuracy": last["accuracy"], "cpu_minutes": last["cpu_minutes"]},
+            }
     return block
 
 

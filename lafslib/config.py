@@ -107,6 +107,10 @@ class RunConfig:
     # pretraining: stop once training has used this many CPU minutes (process + DataLoader
     # workers, monitoring excluded), checked at log steps; None: no budget
     max_cpu_minutes: float | None = bounded(None, gt=0)
+    # pretraining with max_cpu_minutes: the schedules (lr, weight decay, teacher momentum and
+    # temperature) follow the larger of the steps done and the share of the budget used, so they
+    # end with the budget on any host (a run is then no longer step-for-step reproducible)
+    schedule_by_budget: bool = False
 
 
 @dataclass
@@ -186,6 +190,11 @@ class DINOLossConfig:
     center_momentum: float = bounded(0.9, ge=0, le=1)
     centering: Literal["ema", "sinkhorn"] = "ema"  # ema: DINO; sinkhorn: DINOv2
     koleo_weight: float = bounded(0.0, ge=0)  # KoLeo on the student's global SSL features
+    # nearest-neighbour targets (NNCLR/MSF): the DINO loss becomes (1 - w) * own + w * neighbour,
+    # the neighbour targets coming from a queue of the teacher's past outputs
+    neighbour_weight: float = bounded(0.0, ge=0, le=1)
+    neighbour_queue: int = bounded(4096, ge=1)
+    neighbour_k: int = bounded(1, ge=1)
 
 
 @dataclass
@@ -498,7 +507,24 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Any:
         raise ConfigError(f"{source}: missing required key 'task' (one of {sorted(TASKS)})")
     if task not in TASKS:
         raise ConfigError(f"{source}: key 'task' must be one of {sorted(TASKS)}, got {task!r}")
-    return _build(TASKS[task], data, "", source)
+    cfg = _build(TASKS[task], data, "", source)
+    if isinstance(cfg, PretrainConfig):
+        _check_pretrain(cfg, source)
+    return cfg
+
+
+def _check_pretrain(cfg: PretrainConfig, source: str) -> None:
+    """Rules between keys of a pretraining recipe."""
+    if cfg.loss.neighbour_k > cfg.loss.neighbour_queue:
+        raise ConfigError(
+            f"{source}: loss.neighbour_k is {cfg.loss.neighbour_k} but loss.neighbour_queue "
+            f"holds only {cfg.loss.neighbour_queue} images: neighbour_k must be at most that"
+        )
+    if cfg.run.schedule_by_budget and cfg.run.max_cpu_minutes is None:
+        raise ConfigError(
+            f"{source}: run.schedule_by_budget: true needs a budget to follow: "
+            "set run.max_cpu_minutes"
+        )
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Any:

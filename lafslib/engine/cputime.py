@@ -36,15 +36,17 @@ def cpu_seconds() -> float:
 
 
 class CPUClock:
-    """CPU minutes spent since construction, less the spans measured by :meth:`exclude`."""
+    """CPU minutes spent since construction, less the spans measured by :meth:`exclude`, plus
+    ``carried`` minutes (those of a run this one resumes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, carried: float = 0.0) -> None:
         self.start = cpu_seconds()
         self.excluded = 0.0
+        self.carried = carried
 
     def minutes(self) -> float:
         """CPU minutes counted so far."""
-        return (cpu_seconds() - self.start - self.excluded) / 60.0
+        return self.carried + (cpu_seconds() - self.start - self.excluded) / 60.0
 
     def exclude(self) -> _Excluded:
         """Context manager: CPU time spent inside it is not counted (e.g. monitoring)."""

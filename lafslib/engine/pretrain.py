@@ -2,8 +2,9 @@
 
 The student (backbone + DINO head) sees every view; the teacher, an EMA of the student, sees
 the global views only. Views of equal token count go through the backbone in one pass. All
-schedules are functions of the global optimizer step, so resuming restores only the step,
-the optimizer, the centre and the RNG states.
+schedules are functions of the global optimizer step (plus, with ``run.schedule_by_budget``,
+an offset that keeps them abreast of the CPU budget), so resuming restores only the step, the
+offset, the CPU minutes spent, the optimizer, the centre, the neighbour queue and the RNG states.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from lafslib.engine.rundir import prepare_run_dir, write_run_files
 from lafslib.engine.sampler import ResumableSampler
 from lafslib.engine.schedules import cosine_schedule, teacher_temperature, warmup_cosine
 from lafslib.engine.state import autocast_context, rng_state, seed_everything, set_rng_state
-from lafslib.losses import DINOLoss, koleo_loss
+from lafslib.losses import DINOLoss, NeighbourQueue, koleo_loss
 from lafslib.models import DINOHead, create_model, set_drop_path
 from lafslib.models.ssl_features import SSLFeatures
 from lafslib.transforms import MultiCropViews, collate_views, group_views
@@ -322,6 +323,12 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
     loss_fn = DINOLoss(
         h.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum, cfg.loss.centering
     ).to(device)
+    lc = cfg.loss
+    queue = (
+        NeighbourQueue(lc.neighbour_queue, backbone.ssl_dim, h.out_dim, lc.neighbour_k).to(device)
+        if lc.neighbour_weight > 0
+        else None
+    )
     skip = set(getattr(backbone, "no_weight_decay", lambda: set())())
     optimizer = torch.optim.AdamW(param_groups(student, skip), lr=0.0)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.run.precision == "fp16")
@@ -346,8 +353,13 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
     temp_warmup = cfg.loss.warmup_teacher_temp_epochs * (steps_per_epoch if temp_per_step else 1)
 
     step = 0
+    # the schedules read step + offset; the offset grows when the CPU budget runs ahead of steps
+    schedule_offset = 0
+    cpu_carried = 0.0
     ckpt_dir = run_dir / "checkpoints"
-    keys = ("student", "teacher", "optimizer", "scaler", "loss", "rng")
+    keys = ("student", "teacher", "optimizer", "scaler", "loss", "rng") + (
+        ("neighbours",) if queue is not None else ()
+    )
     found = resume_checkpoint(ckpt_dir, resume, "pretrain", keys) if resume else None
     if found is not None:
         path, state = found
@@ -357,7 +369,11 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
             optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             loss_fn.load_state_dict(state["loss"])
+            if queue is not None:
+                queue.load_state_dict(state["neighbours"])
             step = int(state["step"])
+            schedule_offset = int(state.get("schedule_offset", 0))
+            cpu_carried = float(state.get("cpu_minutes", 0.0))
             set_rng_state(state["rng"])
         logger.print(f"resumed from {path} at step {step}")
     logger.resume_at(step)
@@ -373,9 +389,13 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
             "scaler": scaler.state_dict(),
             "loss": loss_fn.state_dict(),
             "step": at_step,
+            "schedule_offset": schedule_offset,
+            "cpu_minutes": clock.minutes(),
             "rng": rng_state(),
             "config": config_to_dict(cfg),
         }
+        if queue is not None:
+            state["neighbours"] = queue.state_dict()
         save_checkpoint(ckpt_dir / f"step_{at_step:08d}.pt", state)
         prune_checkpoints(ckpt_dir, cfg.run.keep_last, upto=at_step)
 
@@ -393,14 +413,15 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
         f"device {device}, run dir {run_dir}"
     )
     student.train()
-    clock = CPUClock()
+    clock = CPUClock(cpu_carried)
 
-    def budget_spent(cpu_minutes: float) -> bool:
-        """``run.max_cpu_minutes`` reached on any rank (all ranks stop at the same step)."""
+    def budget_used(cpu_minutes: float) -> float:
+        """Share of ``run.max_cpu_minutes`` used, the largest over ranks (so every rank stops
+        and schedules alike); 0 without a budget."""
         if cfg.run.max_cpu_minutes is None:
-            return False
-        spent = torch.tensor([float(cpu_minutes >= cfg.run.max_cpu_minutes)])
-        return bool(all_reduce_max(spent.to(device)) > 0)
+            return 0.0
+        used = torch.tensor([cpu_minutes / cfg.run.max_cpu_minutes], dtype=torch.float64)
+        return float(all_reduce_max(used.to(device)))
 
     t_start = time.time()
     images_seen = 0
@@ -410,11 +431,12 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
         sampler.set_epoch(epoch, (step % steps_per_epoch) * o.accumulate)
         dataset.epoch = epoch
         for batch in loader:
-            lr = warmup_cosine(step, total_steps, warmup, peak_lr, o.min_lr)
-            wd = cosine_schedule(step, total_steps, o.weight_decay, o.weight_decay_end)
-            momentum = cosine_schedule(step, total_steps, o.momentum_teacher, 1.0)
+            at = step + schedule_offset
+            lr = warmup_cosine(at, total_steps, warmup, peak_lr, o.min_lr)
+            wd = cosine_schedule(at, total_steps, o.weight_decay, o.weight_decay_end)
+            momentum = cosine_schedule(at, total_steps, o.momentum_teacher, 1.0)
             t_temp = teacher_temperature(
-                step if temp_per_step else epoch,
+                at if temp_per_step else at // steps_per_epoch,
                 temp_warmup,
                 cfg.loss.warmup_teacher_temp,
                 cfg.loss.teacher_temp,
@@ -433,9 +455,17 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
             global_views = [v for v in batch if v["is_global"]]
             with autocast_context(device, cfg.run.precision):
                 with torch.no_grad():
-                    teacher_out = teacher(global_views)
+                    teacher_out, teacher_feats = teacher(global_views, return_features=True)
                 student_out, student_feats = net(batch, return_features=True)
                 loss = loss_fn(student_out, teacher_out, t_temp)
+                if queue is not None:
+                    if queue.ready:
+                        neighbour_out = [queue.targets(f) for f in teacher_feats]
+                        neighbour_loss = loss_fn(
+                            student_out, neighbour_out, t_temp, update_center=False
+                        )
+                        loss = torch.lerp(loss, neighbour_loss, lc.neighbour_weight)
+                    queue.push(teacher_feats[0], teacher_out[0])
                 dino_loss = loss
                 if cfg.loss.koleo_weight:
                     koleo = sum(
@@ -460,7 +490,10 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
             step += 1
             if step % cfg.run.log_every == 0 or step == last_step:
                 cpu_minutes = clock.minutes()
-                if budget_spent(cpu_minutes):
+                used = budget_used(cpu_minutes)
+                if cfg.run.schedule_by_budget:
+                    schedule_offset = max(schedule_offset, math.ceil(used * total_steps) - step)
+                if used >= 1.0 or step + schedule_offset >= total_steps:
                     last_step = step
                 elapsed = time.time() - t_start
                 # the loss is read (a host sync on GPU) only here and before checkpoints
@@ -476,6 +509,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
                         else {}
                     ),
                     "cpu_minutes": cpu_minutes,
+                    "schedule_step": at,
                     "lr": lr,
                     "wd": wd,
                     "momentum": momentum,

@@ -92,11 +92,14 @@ class DINOLoss(nn.Module):
         student_out: list[torch.Tensor],
         teacher_out: list[torch.Tensor],
         teacher_temp: float,
+        update_center: bool = True,
     ) -> torch.Tensor:
         """Args:
             student_out: one (B, out_dim) tensor per student view, the globals first.
             teacher_out: one (B, out_dim) tensor per global view (teacher sees globals only).
             teacher_temp: tau_t for this step.
+            update_center: False for targets that are not this batch's teacher outputs
+                (nearest-neighbour targets), so the centre follows the teacher only.
 
         Returns:
             Scalar loss; also updates the centre.
@@ -126,7 +129,8 @@ class DINOLoss(nn.Module):
                     continue
                 total = total + torch.sum(-qt * lp, dim=-1).mean()
                 pairs += 1
-        self.update_center(teacher_out)
+        if update_center:
+            self.update_center(teacher_out)
         return total / pairs
 
     @torch.no_grad()

@@ -20,6 +20,7 @@ from lafslib.engine.checkpoint import latest_checkpoint, load_checkpoint, save_c
 from lafslib.engine.ema import update_ema
 from lafslib.engine.pretrain import pretrain
 from lafslib.engine.sampler import ResumableSampler
+from lafslib.engine.schedules import warmup_cosine
 from lafslib.models import load_export
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,12 +119,16 @@ def test_periodic_verification_of_the_teacher(tmp_path: Path, faces_mini: Path) 
     assert result["accuracy"] == pytest.approx(evals[0]["eval/lfw_mini/accuracy"], abs=1e-9)
 
 
-def test_resume_equivalence(tmp_path: Path) -> None:
-    straight = load_recipe(_recipe(tmp_path, "a", run__max_steps=4))
+NEIGHBOURS = {"loss__neighbour_weight": 0.5, "loss__neighbour_queue": 6, "loss__neighbour_k": 2}
+
+
+@pytest.mark.parametrize("extra", [{}, NEIGHBOURS], ids=["dino", "neighbours"])
+def test_resume_equivalence(tmp_path: Path, extra: dict) -> None:
+    straight = load_recipe(_recipe(tmp_path, "a", run__max_steps=4, **extra))
     pretrain(straight)
-    halted = load_recipe(_recipe(tmp_path, "b", run__max_steps=2))
+    halted = load_recipe(_recipe(tmp_path, "b", run__max_steps=2, **extra))
     pretrain(halted)
-    resumed = load_recipe(_recipe(tmp_path, "b", run__max_steps=4))
+    resumed = load_recipe(_recipe(tmp_path, "b", run__max_steps=4, **extra))
     pretrain(resumed, resume="auto")
     a = load_checkpoint(tmp_path / "a/checkpoints/step_00000004.pt")
     b = load_checkpoint(tmp_path / "b/checkpoints/step_00000004.pt")
@@ -131,6 +136,25 @@ def test_resume_equivalence(tmp_path: Path) -> None:
         for name, tensor in a[key].items():
             torch.testing.assert_close(b[key][name], tensor, atol=0, rtol=0, msg=name)
     torch.testing.assert_close(a["loss"]["center"], b["loss"]["center"], atol=0, rtol=0)
+    if extra:
+        # 4 steps of 4 images: the queue of 6 holds the last 6 teacher outputs of global view 1
+        assert int(a["neighbours"]["count"]) == 16
+        torch.testing.assert_close(a["neighbours"], b["neighbours"], atol=0, rtol=0)
+
+
+def test_neighbour_targets_change_the_loss(tmp_path: Path) -> None:
+    """Step 1 has an empty queue (the plain DINO loss); from step 2 the loss mixes in the
+    neighbours' targets, so the runs part there."""
+    plain = pretrain(load_recipe(_recipe(tmp_path, "plain", run__max_steps=3)))
+    mixed = pretrain(load_recipe(_recipe(tmp_path, "mixed", run__max_steps=3, **NEIGHBOURS)))
+    losses = [
+        [yaml.safe_load(r)["train/dino_loss"] for r in (run / "metrics.jsonl").open()]
+        for run in (plain, mixed)
+    ]
+    assert losses[0][0] == losses[1][0] and losses[0][1] != losses[1][1]
+    recipe = _recipe(tmp_path, "bad", loss__neighbour_k=7, loss__neighbour_queue=6)
+    with pytest.raises(ConfigError, match="neighbour_k is 7"):
+        load_recipe(recipe)
 
 
 def test_checkpoint_survives_sigkill_during_write(tmp_path: Path) -> None:
@@ -168,10 +192,15 @@ def test_untrusted_checkpoint_is_not_executed(tmp_path: Path) -> None:
 
 
 @pytest.mark.distributed
-def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
-    single = _recipe(tmp_path, "one", run__max_steps=2, data__batch_size=8)
+@pytest.mark.parametrize("extra", [{}, NEIGHBOURS], ids=["dino", "neighbours"])
+def test_two_gloo_processes_match_one(tmp_path: Path, extra: dict) -> None:
+    """Same steps with 2 ranks of 4 images as with 1 of 8; with nearest-neighbour targets the
+    ranks' queues hold both ranks' images (step 2 looks up those of step 1)."""
+    if extra:  # a queue that keeps whole batches: the ranks' images come in another order
+        extra = {**extra, "loss__neighbour_queue": 16}
+    single = _recipe(tmp_path, "one", run__max_steps=2, data__batch_size=8, **extra)
     pretrain(load_recipe(single))
-    double = _recipe(tmp_path, "two", run__max_steps=2, data__batch_size=4)
+    double = _recipe(tmp_path, "two", run__max_steps=2, data__batch_size=4, **extra)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     cmd += ["-m", "lafslib.cli", "pretrain", str(double)]
@@ -192,6 +221,8 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
         for r in (tmp_path / "two/metrics.jsonl").read_text().splitlines()
     ]
     assert la == pytest.approx(lb, rel=1e-5)
+    if extra:
+        assert int(b["neighbours"]["count"]) == 16
 
 
 @pytest.mark.parametrize(
@@ -323,6 +354,56 @@ def test_cpu_budget_stops_the_run(tmp_path: Path) -> None:
     # the budget is checked at the first log step (log_every 1) and ends the run there
     assert [r["step"] for r in rows] == [1] and rows[0]["train/cpu_minutes"] > 0
     assert latest_checkpoint(run / "checkpoints").name == "step_00000001.pt"
+
+
+class _StepClock:
+    """15 CPU seconds per optimizer step, whatever the host (patched into pretraining)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.steps = 0
+        real_ema = update_ema
+
+        def counting_ema(*args, **kwargs):
+            self.steps += 1
+            return real_ema(*args, **kwargs)
+
+        monkeypatch.setattr("lafslib.engine.pretrain.update_ema", counting_ema)
+        monkeypatch.setattr("lafslib.engine.cputime.cpu_seconds", lambda: 15.0 * self.steps)
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_schedule_follows_the_cpu_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, follow: bool
+) -> None:
+    """8 scheduled steps, a budget of 4 (1 CPU minute at 15 s a step): following the budget,
+    the schedule position is ceil(share used x 8) and reaches its end when the budget does."""
+    _StepClock(monkeypatch)
+    over = {"run__max_cpu_minutes": 1.0, "run__schedule_by_budget": follow, "optim__epochs": 2}
+    run = pretrain(load_recipe(_recipe(tmp_path, "follow", **over)))
+    rows = [yaml.safe_load(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # the budget ends the run at step 4 of 8
+    assert [r["train/schedule_step"] for r in rows] == ([0, 2, 4, 6] if follow else [0, 1, 2, 3])
+    assert rows[-1]["train/cpu_minutes"] == pytest.approx(1.0)
+    cfg = load_recipe(_recipe(tmp_path, "follow", **over))
+    peak = cfg.optim.lr * cfg.data.batch_size / 256
+    for r in rows:
+        expected = warmup_cosine(r["train/schedule_step"], 8, 4, peak, cfg.optim.min_lr)
+        assert r["train/lr"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_budget_counts_the_cpu_time_before_a_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _StepClock(monkeypatch)
+    over = {"run__max_cpu_minutes": 1.0, "optim__epochs": 2}
+    pretrain(load_recipe(_recipe(tmp_path, "carry", run__max_steps=3, **over)))
+    run = pretrain(load_recipe(_recipe(tmp_path, "carry", **over)), resume="auto")
+    rows = [yaml.safe_load(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    # 3 steps (45 s) before the resume, 1 after: the budget of 60 s ends the run at step 4
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["train/cpu_minutes"] == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="set run.max_cpu_minutes"):
+        load_recipe(_recipe(tmp_path, "nobudget", run__schedule_by_budget=True))
 
 
 @pytest.mark.parametrize("freeze", [1, 0])
