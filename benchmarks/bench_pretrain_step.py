@@ -117,6 +117,7 @@ def end_to_end(
         "run.precision": precision,
         "run.max_steps": steps,
         "run.max_cpu_minutes": "null",
+        "run.schedule_by_budget": "false",
         "run.log_every": steps // 2,
         "run.checkpoint_every": 10 * steps,
         "run.tensorboard": "false",

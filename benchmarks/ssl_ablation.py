@@ -32,6 +32,7 @@ from lafslib.data.verification import load_bin_raw, write_bin  # noqa: E402
 
 BEFORE = {
     "data.max_images": "null",
+    "data.batch_size": 32,
     "views.local_views": 4,
     "views.kind": "lafs",
     "model.kwargs.ssl_pool": "cls",
@@ -45,7 +46,10 @@ BEFORE = {
     "optim.epochs": 4,
     "data.num_workers": 0,
     "run.max_cpu_minutes": "null",
+    "run.schedule_by_budget": "false",
     "run.tensorboard": "false",
+    "loss.teacher_temp": 0.04,
+    "loss.neighbour_weight": 0,
 }
 TUNED = {  # the changes of V1 that every later row keeps
     "optim.lr": 0.016,
