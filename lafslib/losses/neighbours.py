@@ -64,7 +64,7 @@ class NeighbourQueue(nn.Module):
             features, outputs = _all_gather(features), _all_gather(outputs)
         size = len(self.features)
         features, outputs = features[-size:], outputs[-size:]
-        slots = (int(self.count) + torch.arange(len(features))) % size
+        slots = (int(self.count) + torch.arange(len(features), device=features.device)) % size
         self.features[slots] = features
         self.outputs[slots] = outputs
         self.count += len(features)
