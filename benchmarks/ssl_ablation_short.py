@@ -86,24 +86,18 @@ def neighbour_precision(run_dir: Path) -> float:
     """Share of celeba-112 faces whose nearest other face (cosine of the exported teacher's SSL
     feature) shows the same person."""
     import torch
-    from PIL import Image
 
+    from lafslib.evaluation.report import _embed_folder
     from lafslib.models import load_export
 
     if not (run_dir / "export").is_dir():
         subprocess.run([sys.executable, "-m", "lafslib.cli", "export", str(run_dir)], check=True)
-    model = load_export(run_dir / "export").eval()
-    files = sorted((SHARED_DATA / "celeba-112" / "images").glob("*/*.jpg"))
-    ids = np.array([f.parent.name for f in files])
-    feats = []
-    with torch.no_grad():
-        for i in range(0, len(files), 256):
-            x = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files[i : i + 256]])
-            x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
-            feats.append(torch.nn.functional.normalize(model(x), dim=-1))
-    f = torch.cat(feats)
+    model = load_export(run_dir / "export")
+    feats, names = _embed_folder(model, SHARED_DATA / "celeba-112" / "images", 256, False, "cpu")
+    f = torch.nn.functional.normalize(torch.from_numpy(feats), dim=-1)
     sim = f @ f.T
     sim.fill_diagonal_(-2)
+    ids = np.array(names)
     return float((ids[sim.argmax(dim=1).numpy()] == ids).mean())
 
 

@@ -6,9 +6,10 @@ the teacher finds closest to this one, a positive that two views of one photo ca
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from lafslib.engine.distributed import all_gather_rows
 
 
 class NeighbourQueue(nn.Module):
@@ -58,20 +59,11 @@ class NeighbourQueue(nn.Module):
     def push(self, features: torch.Tensor, outputs: torch.Tensor) -> None:
         """Store a batch (B, d) and (B, K), gathered from every rank so all ranks hold the same
         queue; the oldest entries are overwritten."""
-        features = F.normalize(features.detach().float(), dim=-1)
-        outputs = outputs.detach().float()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            features, outputs = _all_gather(features), _all_gather(outputs)
+        features = all_gather_rows(F.normalize(features.detach().float(), dim=-1))
+        outputs = all_gather_rows(outputs.detach().float())
         size = len(self.features)
         features, outputs = features[-size:], outputs[-size:]
         slots = (int(self.count) + torch.arange(len(features), device=features.device)) % size
         self.features[slots] = features
         self.outputs[slots] = outputs
         self.count += len(features)
-
-
-def _all_gather(x: torch.Tensor) -> torch.Tensor:
-    """Rows of ``x`` from every rank, in rank order (every rank has the same batch size)."""
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)

@@ -21,6 +21,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from lafslib.engine.distributed import all_gather_rows
+
 __all__ = ["PartialFC"]
 
 
@@ -66,9 +68,7 @@ class PartialFC(nn.Module):
             from torch.distributed.nn.functional import all_gather
 
             return torch.cat(all_gather(x))
-        parts = [torch.empty_like(x) for _ in range(self.world_size)]
-        dist.all_gather(parts, x)
-        return torch.cat(parts)
+        return all_gather_rows(x)
 
     def _all_reduce(self, x: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor:
         if not _distributed():
