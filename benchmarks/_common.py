@@ -32,6 +32,7 @@ SECTION_ORDER = [
     "pretrain_gpu",
     "eval",
     "study",
+    "ssl_whitening",
     "few_shot",
 ]
 

@@ -1,15 +1,19 @@
 """Does any 1-shot finetuning protocol let the LAFS teacher beat scratch?
 
 Usage: python benchmarks/few_shot_protocols.py [--init runs/study/pretrain_lafs/export]
-       [--out runs/few_shot]
+       [--out runs/few_shot] [--only PROTOCOL ...]
 
 The study (study_cpu_small.py) finetunes with one recipe (recipes/finetune/cpu_small_arcface.yaml,
 60 steps of 64 on one image of each of the 298 celeba-112 identities). Here the same 1-shot
 subset and step count are finetuned from the study's LAFS teacher and from scratch under
 protocol variants that are meant to keep pretrained features: imprinted class centres, a
-linear probe (backbone frozen), a lower learning rate, a steeper layer-wise decay, and a
-shorter run. Each row is scored on all of lfw.bin (10-fold, flip). Writes
-benchmarks/results/few_shot.json and its BENCHMARKS.md section.
+linear probe (backbone frozen), a lower learning rate, a steeper layer-wise decay, a shorter
+run, and an embedding head whitened on the training images (adapter.head_init=whiten); two
+rows at lr 1e-12 measure where finetuning starts, through a random or a whitened head. Each
+row is scored on all of lfw.bin (10-fold, flip). Writes benchmarks/results/few_shot.json and
+its BENCHMARKS.md section. ``--only`` runs the named protocols and keeps the other rows of
+the last result if it was made from the same ``--init`` (the runs are deterministic: a rerun of
+a row gives the same figures).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, SHARED_DATA, markdown_table, write_result  # noqa: E402
+from _common import RESULTS, ROOT, SHARED_DATA, markdown_table, write_result  # noqa: E402
 from study_cpu_small import (  # noqa: E402
     FEW_SHOT_STEPS,
     FINETUNE_BATCH,
@@ -45,7 +49,41 @@ PROTOCOLS: dict[str, tuple[str, dict[str, Any], int]] = {
     "lr3e-4": ("lr 3e-4", {"optim.lr": 3e-4}, FEW_SHOT_STEPS),
     "ld05": ("layer decay 0.5", {"adapter.layer_decay": 0.5}, FEW_SHOT_STEPS),
     "short": ("16 steps", {}, 16),
+    "start": (
+        "the starting point: lr 1e-12 (random head; BatchNorm statistics of the 298 images)",
+        {"optim.lr": 1e-12},
+        FEW_SHOT_STEPS,
+    ),
+    "whiten_start": (
+        "the starting point with the whitened embedding head (lr 1e-12)",
+        {"adapter.head_init": "whiten", "optim.lr": 1e-12},
+        FEW_SHOT_STEPS,
+    ),
+    "whiten": (
+        "embedding head whitened on the 298 images",
+        {"adapter.head_init": "whiten"},
+        FEW_SHOT_STEPS,
+    ),
+    "whiten_imprint": (
+        "whitened head + imprinted centres",
+        {"adapter.head_init": "whiten", "loss.classifier_init": "imprint"},
+        FEW_SHOT_STEPS,
+    ),
+    "whiten_imprint_lr3e-4": (
+        "whitened head + imprinted centres, lr 3e-4",
+        {"adapter.head_init": "whiten", "loss.classifier_init": "imprint", "optim.lr": 3e-4},
+        FEW_SHOT_STEPS,
+    ),
 }
+
+
+def previous_rows(init: Path) -> dict[str, dict[str, Any]]:
+    """The protocol rows of the last result, if it was made from ``init``."""
+    path = RESULTS / "few_shot.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())["data"]
+    return data["protocols"] if Path(data["init"]) == init.resolve() else {}
 
 
 def main() -> None:
@@ -56,6 +94,7 @@ def main() -> None:
     parser.add_argument("--init", type=Path, default=default_init, help="LAFS teacher export")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "few_shot")
     parser.add_argument("--lfw", type=Path, default=SHARED_DATA / "lfw" / "lfw.bin")
+    parser.add_argument("--only", nargs="+", choices=list(PROTOCOLS), metavar="PROTOCOL")
     args = parser.parse_args()
     out = args.out.resolve()
     if out.exists():
@@ -68,8 +107,13 @@ def main() -> None:
     out.mkdir(parents=True)
     t0 = time.perf_counter()
     steps_per_epoch = IDENTITIES // FINETUNE_BATCH
+    kept = previous_rows(args.init) if args.only else {}
     results: dict[str, dict[str, Any]] = {}
     for key, (what, overrides, steps) in PROTOCOLS.items():
+        if args.only and key not in args.only:
+            if key in kept:
+                results[key] = kept[key]
+            continue
         results[key] = {"protocol": what, "overrides": overrides}
         for start, init in (("lafs", ["--init", str(args.init)]), ("scratch", [])):
             run = out / f"{key}_{start}"
@@ -116,7 +160,7 @@ def main() -> None:
         f"over the protocols: LAFS {100 * best['lafs']:.2f}, scratch {100 * best['scratch']:.2f}. "
         f"Wall {(time.perf_counter() - t0) / 60:.1f} min."
     )
-    data = {"init": str(args.init), "protocols": results, "best": best}
+    data = {"init": str(args.init.resolve()), "protocols": results, "best": best}
     (out / "few_shot.json").write_text(json.dumps(data, indent=2) + "\n")
     write_result(
         "few_shot",

@@ -272,6 +272,10 @@ class AdapterConfig:
     lora_module_pattern: str | None = None  # regex over module names (None: attention projections)
     partial_from_block: int = bounded(0, ge=0)
     embedding_dim: int = bounded(512, ge=1)
+    # embedding head start: random, or whiten (PCA whitening of its input on the training
+    # images, engine/head_init.py; shrinkage towards the mean eigenvalue by whiten_shrink)
+    head_init: Literal["random", "whiten"] = "random"
+    whiten_shrink: float = bounded(0.3, ge=0)
 
 
 @dataclass

@@ -34,6 +34,7 @@ from lafslib.engine.checkpoint import (
     save_checkpoint,
 )
 from lafslib.engine.distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
+from lafslib.engine.head_init import whiten_head
 from lafslib.engine.imprint import imprint_centres
 from lafslib.engine.logging import RunLogger
 from lafslib.engine.param_groups import param_groups_layer_decay
@@ -391,7 +392,13 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, resume: str | None, overwrite
             step = int(state["step"])
             set_rng_state(state["rng"])
         logger.print(f"resumed from {path} at step {step}")
-    elif cfg.loss.classifier_init == "imprint":
+    if found is None and cfg.adapter.head_init == "whiten":
+        fitted = whiten_head(
+            model, dataset, d.batch_size, device, use_kp, cfg.adapter.whiten_shrink,
+            cfg.run.seed, info.rank, info.world_size, d.num_workers,
+        )  # fmt: skip
+        logger.print(f"embedding head whitened on {fitted} images")
+    if found is None and cfg.loss.classifier_init == "imprint":
         centres, counts = imprint_centres(
             model, dataset, num_classes, dim, d.batch_size, device, use_kp,
             info.rank, info.world_size, d.num_workers,

@@ -1,0 +1,176 @@
+"""How much of the SSL-only accuracy is decorrelation? Features raw and PCA-whitened.
+
+Usage: python benchmarks/ssl_whitening.py [--study runs/study] [--extra NAME=EXPORT ...]
+
+SSL-only accuracy compares cosine similarities of a feature as it comes. A random network's
+feature, or the pixels, are dominated by a few directions (brightness, pose), so part of what
+pretraining gains over them can also be had by decorrelating them, without any training.
+Here every feature of the study (benchmarks/study_cpu_small.py: random init, the LAFS teacher,
+the DINO random-crop teacher) and the raw pixels (reduced to their top principal components,
+as many as the SSL feature has) are scored on all of lfw.bin (10-fold, flip) as they are and
+after PCA whitening fitted on the 6,019 celeba-112 faces without their labels (the map of
+lafslib.engine.head_init.whitening, no shrinkage; flip test: the whitened features of a face
+and its mirror image are summed). Writes benchmarks/results/ssl_whitening.json, its
+BENCHMARKS.md section and the ``ssl_only_whitened`` block of study.json. ``--extra`` adds
+rows for other exports, e.g. a teacher checkpoint (``lafs export RUN/checkpoints/step_X.pt
+--out X``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    SHARED_DATA,
+    markdown_table,
+    render_benchmarks_md,
+    write_result,
+)
+
+from lafslib.data.folder import list_images  # noqa: E402
+from lafslib.data.images import read_image  # noqa: E402
+from lafslib.data.verification import load_bin  # noqa: E402
+from lafslib.engine.head_init import whitening  # noqa: E402
+from lafslib.evaluation.embed import embed_images  # noqa: E402
+from lafslib.evaluation.verification import evaluate_embeddings  # noqa: E402
+from lafslib.models import load_export  # noqa: E402
+
+FEATURES = {
+    "random_init": ("random init", "random_init"),
+    "lafs": ("LAFS teacher", "pretrain_lafs/export"),
+    "dino_randomcrop": ("DINO random-crop teacher", "pretrain_dino_randomcrop/export"),
+}
+
+
+def whitened(train: np.ndarray, *tests: np.ndarray) -> list[np.ndarray]:
+    """``tests`` mapped by the PCA whitening fitted on ``train`` (N, D)."""
+    t = torch.from_numpy(train.astype(np.float64))
+    weight, bias = whitening(len(t), t.sum(0), t.T @ t, t.shape[1], shrink=0.0)
+    return [(torch.from_numpy(x.astype(np.float64)) @ weight.T + bias).numpy() for x in tests]
+
+
+def score(a: np.ndarray, b: np.ndarray, issame: np.ndarray) -> dict[str, float]:
+    """10-fold LFW accuracy of per-image features ``a`` and their mirror images' ``b``."""
+    r = evaluate_embeddings(a + b, issame)
+    return {"accuracy": r["accuracy"], "accuracy_std": r["accuracy_std"]}
+
+
+def pixel_components(celeba: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (P,) and top-``k`` principal directions (P, k) of flattened pixels in [-1, 1]."""
+    x = torch.from_numpy(celeba.reshape(len(celeba), -1)).double() / 127.5 - 1
+    mu = x.mean(0)
+    x -= mu
+    values, vectors = torch.linalg.eigh(x @ x.T)  # the N x N Gram matrix: N << P
+    top = vectors[:, -k:].flip(1) / values[-k:].flip(0).sqrt()
+    return mu.numpy(), (x.T @ top).numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--study", type=Path, default=ROOT / "runs" / "study")
+    parser.add_argument("--lfw", type=Path, default=SHARED_DATA / "lfw" / "lfw.bin")
+    parser.add_argument("--celeba", type=Path, default=SHARED_DATA / "celeba-112" / "images")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--extra", nargs="*", default=[], metavar="NAME=EXPORT")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    exports = {key: (what, args.study / folder) for key, (what, folder) in FEATURES.items()}
+    for item in args.extra:
+        name, sep, folder = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"ssl_whitening: --extra {item!r} is not NAME=EXPORT")
+        exports[name] = (name, Path(folder))
+    for _, folder in exports.values():
+        if not (folder / "model.json").is_file():
+            raise SystemExit(
+                f"ssl_whitening: {folder} has no export (run benchmarks/study_cpu_small.py "
+                "first, or lafs export)"
+            )
+    t0 = time.perf_counter()
+    lfw, issame = load_bin(args.lfw)
+    mirrored = np.ascontiguousarray(lfw[:, :, ::-1])
+    celeba = np.stack([read_image(args.celeba / f) for f in list_images(args.celeba)])
+    results: dict[str, dict[str, Any]] = {}
+    dim = 0
+    for key, (what, folder) in exports.items():
+        model = load_export(folder)
+        a, b, c = (embed_images(model, x, 256, flip=False) for x in (lfw, mirrored, celeba))
+        dim = a.shape[1]
+        results[key] = {"feature": what, "raw": score(a, b, issame)}
+        results[key]["whitened"] = score(*whitened(c, a, b), issame)
+    mu, components = pixel_components(celeba, dim)
+
+    def pixels(x: np.ndarray) -> np.ndarray:
+        """Top principal components of the pixels (chunked: the pixels are 37,632 numbers)."""
+        rows = [
+            (x[s : s + 1024].reshape(-1, mu.size) / 127.5 - 1 - mu) @ components
+            for s in range(0, len(x), 1024)
+        ]
+        return np.concatenate(rows)
+
+    flat = [x.reshape(len(x), -1).astype(np.float32) / 127.5 - 1 for x in (lfw, mirrored)]
+    results["raw_pixels"] = {
+        "feature": f"raw pixels (whitened: top {dim} principal components)",
+        "raw": score(*flat, issame),
+        "whitened": score(*whitened(pixels(celeba), pixels(lfw), pixels(mirrored)), issame),
+    }
+
+    def pct(r: dict[str, float]) -> str:
+        return f"{100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}"
+
+    rows = [
+        [
+            r["feature"],
+            pct(r["raw"]),
+            pct(r["whitened"]),
+            f"{100 * (r['whitened']['accuracy'] - r['raw']['accuracy']):+.2f}",
+        ]
+        for r in results.values()
+    ]
+    table = markdown_table(["feature", "raw (%)", "PCA-whitened (%)", "change"], rows)
+    gain = {
+        k: results[k]["whitened"]["accuracy"] - results["random_init"]["whitened"]["accuracy"]
+        for k in ("lafs", "dino_randomcrop")
+    }
+    notes = (
+        f"SSL-only accuracy on all 6,000 LFW pairs (10-fold, flip). Whitening: PCA fitted on "
+        f"the {len(celeba)} celeba-112 faces without labels, every direction scaled to unit "
+        f"variance ({dim} dimensions). Whitened, the LAFS teacher is "
+        f"{100 * gain['lafs']:+.2f} and the DINO random-crop teacher "
+        f"{100 * gain['dino_randomcrop']:+.2f} points from random init. Study runs: "
+        f"{args.study}. Wall {(time.perf_counter() - t0) / 60:.1f} min."
+    )
+    write_result(
+        "ssl_whitening",
+        "SSL-only features raw and PCA-whitened (celeba-112 -> LFW)",
+        table,
+        "python benchmarks/ssl_whitening.py " + " ".join(sys.argv[1:]),
+        results,
+        notes,
+    )
+    study = RESULTS / "study.json"
+    if study.is_file():
+        payload = json.loads(study.read_text())
+        block = {k: results[k]["whitened"] for k in (*FEATURES, "raw_pixels")}
+        payload["data"]["ssl_only_whitened"] = block
+        study.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+        render_benchmarks_md()
+    print(table)
+    print(notes)
+
+
+if __name__ == "__main__":
+    main()
