@@ -8,12 +8,12 @@ pretraining gains over them can also be had by decorrelating them, without any t
 Here every feature of the study (benchmarks/study_cpu_small.py: random init, the LAFS teacher,
 the DINO random-crop teacher) and the raw pixels (reduced to their top principal components,
 as many as the SSL feature has) are scored on all of lfw.bin (10-fold, flip) as they are and
-after PCA whitening fitted on the 6,019 celeba-112 faces without their labels (the map of
-lafslib.engine.head_init.whitening, no shrinkage; flip test: the whitened features of a face
-and its mirror image are summed). Writes benchmarks/results/ssl_whitening.json, its
-BENCHMARKS.md section and the ``ssl_only_whitened`` block of study.json. ``--extra`` adds
-rows for other exports, e.g. a teacher checkpoint (``lafs export RUN/checkpoints/step_X.pt
---out X``).
+after PCA whitening fitted on the 6,019 celeba-112 faces without their labels (no shrinkage;
+the map ``lafs eval --whiten ../shared/data/celeba-112/images`` applies; flip test: the
+whitened features of a face and its mirror image are summed). Writes
+benchmarks/results/ssl_whitening.json, its BENCHMARKS.md section and the
+``ssl_only_whitened`` block of study.json. ``--extra`` adds rows for other exports, e.g. a
+teacher checkpoint (``lafs export RUN/checkpoints/step_X.pt --out X``).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from _common import (  # noqa: E402
 from lafslib.data.folder import list_images  # noqa: E402
 from lafslib.data.images import read_image  # noqa: E402
 from lafslib.data.verification import load_bin  # noqa: E402
-from lafslib.engine.head_init import whitening  # noqa: E402
 from lafslib.evaluation.embed import embed_images  # noqa: E402
 from lafslib.evaluation.verification import evaluate_embeddings  # noqa: E402
+from lafslib.evaluation.whitening import fit_whitening, whitening  # noqa: E402
 from lafslib.models import load_export  # noqa: E402
 
 FEATURES = {
@@ -107,10 +107,12 @@ def main() -> None:
     dim = 0
     for key, (what, folder) in exports.items():
         model = load_export(folder)
-        a, b, c = (embed_images(model, x, 256, flip=False) for x in (lfw, mirrored, celeba))
+        a, b = (embed_images(model, x, 256, flip=False) for x in (lfw, mirrored))
         dim = a.shape[1]
         results[key] = {"feature": what, "raw": score(a, b, issame)}
-        results[key]["whitened"] = score(*whitened(c, a, b), issame)
+        white, _ = fit_whitening(model, args.celeba, batch_size=256)  # as lafs eval --whiten
+        weight, bias = white.weight.numpy(), white.bias.numpy()
+        results[key]["whitened"] = score(a @ weight.T + bias, b @ weight.T + bias, issame)
     mu, components = pixel_components(celeba, dim)
 
     def pixels(x: np.ndarray) -> np.ndarray:

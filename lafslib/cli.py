@@ -359,6 +359,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
   lafs eval --model export/ --bin lfw.bin cfp_fp.bin agedb_30.bin --out reports/model --device cuda
   lafs eval --model export/ --ijb /data/IJB_release/IJBC --ijb-name IJBC --device cuda
   lafs eval --model export/ --ident gallery/ --probe probes/ --fpir 0.01 0.1
+  lafs eval --model runs/cpu_small/export --bin lfw.bin --whiten ../shared/data/celeba-112/images
 """,
     )
     p.add_argument("--model", required=True, help="export folder (model.safetensors + model.json)")
@@ -375,6 +376,18 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "--probe", help="probe folder <identity>/<image>; unknown identities are non-mated"
     )
     p.add_argument("--fpir", type=float, nargs="+", default=[0.01, 0.1], help="FPIR targets")
+    p.add_argument(
+        "--whiten",
+        metavar="FOLDER",
+        help="PCA-whiten every embedding as fitted on the aligned faces under FOLDER (labels "
+        "unused): how self-supervised features compare beyond decorrelation",
+    )
+    p.add_argument(
+        "--whiten-shrink",
+        type=float,
+        default=0.0,
+        help="shrink the whitening's eigenvalues towards their mean by this share (default 0)",
+    )
     p.set_defaults(func=_run_eval)
 
 
@@ -396,7 +409,12 @@ def _run_eval(args: argparse.Namespace) -> int:
         probe=args.probe,
         workers=args.workers,
         fpirs=tuple(args.fpir),
+        whiten=args.whiten,
+        whiten_shrink=args.whiten_shrink,
     )
+    if "whitening" in report:
+        w = report["whitening"]
+        print(f"whitened on {w['images']} faces of {w['folder']} ({w['skipped']} unreadable)")
     for name, r in report["results"].items():
         print(f"{name}: accuracy {100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}")
     if "ijb" in report:

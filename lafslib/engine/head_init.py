@@ -13,13 +13,13 @@ Caron et al., ICCV 2021; Jegou & Chum, ECCV 2012). It needs no labels.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lafslib.errors import ConfigError
+from lafslib.evaluation.whitening import whitening
 
 __all__ = [
     "HEADS",
@@ -27,7 +27,6 @@ __all__ = [
     "embedding_linear",
     "head_input_moments",
     "whiten_head",
-    "whitening",
 ]
 
 MAX_WHITEN_DIM = 4096  # a (D, D) covariance in float64; larger inputs are refused
@@ -107,43 +106,6 @@ def head_input_moments(
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(moments)
     return int(count.item()), total.cpu(), outer.cpu()
-
-
-def whitening(
-    count: int,
-    total: torch.Tensor,
-    outer: torch.Tensor,
-    out_features: int,
-    shrink: float,
-    seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight (E, D) and bias (E,) of a linear map that whitens inputs with these moments.
-
-    With mean ``mu``, covariance ``U diag(l) U^T`` (eigenvalues descending) and
-    ``l' = l + shrink * mean(l)``, the map is ``x -> Q diag(l'[:k] ** -1/2) U[:, :k]^T (x - mu)``
-    with ``k = min(E, D)`` and ``Q`` (E, k) seeded with orthonormal columns: the top ``k``
-    principal components, each scaled to (shrunk) unit variance, isometrically lifted to E
-    dimensions. ``shrink = 0`` is full whitening; large ``shrink`` tends to a rotation.
-    """
-    if count < 2:
-        raise ValueError(f"whitening needs at least 2 feature vectors, got {count}")
-    if shrink < 0:
-        raise ValueError(f"whitening shrink must be >= 0, got {shrink}")
-    mu = total / count
-    cov = outer / count - torch.outer(mu, mu)
-    eigenvalues, vectors = torch.linalg.eigh((cov + cov.T) / 2)
-    eigenvalues, vectors = eigenvalues.flip(0).clamp_min(0), vectors.flip(1)
-    # eigenvectors have no sign: fix it (largest entry positive), so that moments summed in
-    # another order (other ranks, other batches) give the same map
-    peak = vectors.gather(0, vectors.abs().argmax(0, keepdim=True))
-    vectors = vectors * peak.sign()
-    k = min(out_features, len(mu))
-    scale = (eigenvalues[:k] + shrink * eigenvalues.mean()).clamp_min(1e-12).rsqrt()
-    project = vectors[:, :k].T * scale[:, None]  # (k, D)
-    gaussian = torch.from_numpy(np.random.default_rng(seed).standard_normal((out_features, k)))
-    lift = torch.linalg.qr(gaussian)[0]  # (E, k), orthonormal columns
-    weight = lift @ project
-    return weight, -weight @ mu
 
 
 def whiten_head(

@@ -104,9 +104,17 @@ def markdown_report(
     model: str,
     ijb: dict[str, Any] | None = None,
     identification: dict[str, Any] | None = None,
+    whitening: dict[str, Any] | None = None,
 ) -> str:
     """Markdown tables of verification (``.bin``), IJB and identification results."""
     lines = [f"# Evaluation of `{model}`", ""]
+    if whitening is not None:
+        lines += [
+            f"Embeddings PCA-whitened on {whitening['images']} faces of `{whitening['folder']}` "
+            f"(labels unused; {whitening['skipped']} unreadable skipped; shrink "
+            f"{whitening['shrink']}).",
+            "",
+        ]
     if results:
         lines += [
             "| set | pairs | accuracy (10-fold) | VAL@FAR=1e-3 | TAR@FAR=1e-3 | TAR@FAR=1e-2 |",
@@ -202,6 +210,8 @@ def evaluate_export(
     probe: str | os.PathLike[str] | None = None,
     workers: int = 4,
     fpirs: tuple[float, ...] = (0.01, 0.1),
+    whiten: str | os.PathLike[str] | None = None,
+    whiten_shrink: float = 0.0,
 ) -> dict[str, Any]:
     """Evaluate an exported model; write report.json, report.md and ROC curves as PNG.
 
@@ -216,21 +226,31 @@ def evaluate_export(
         ident, probe: gallery and probe folders for 1:N identification (given together).
         workers: image decoding threads for IJB.
         fpirs: FPIR targets of the identification.
+        whiten: a folder of aligned faces (labels unused): every embedding is PCA-whitened as
+            fitted on them (:func:`~lafslib.evaluation.whitening.fit_whitening`) before any
+            protocol; ``whiten_shrink`` shrinks the eigenvalues towards their mean.
     """
     from lafslib.data.verification import load_bin
     from lafslib.errors import InputNotFoundError
     from lafslib.evaluation.embed import embed_images
+    from lafslib.evaluation.whitening import fit_whitening
     from lafslib.models import load_export
 
     if (ident is None) != (probe is None):
         raise ValueError("identification needs both a gallery folder and a probe folder")
     if not bins and ijb is None and ident is None:
         raise ValueError("nothing to evaluate: give --bin files, --ijb or --ident/--probe")
-    for path, what in [*((b, ".bin verification set") for b in bins),
-                       (ijb, "IJB folder"), (ident, "gallery folder"), (probe, "probe folder")]:  # fmt: skip
+    for path, what in [*((b, ".bin verification set") for b in bins), (ijb, "IJB folder"),
+                       (ident, "gallery folder"), (probe, "probe folder"),
+                       (whiten, "whitening folder")]:  # fmt: skip
         if path is not None and not Path(path).exists():
             raise InputNotFoundError(f"{what} not found: {path}")
+    if whiten_shrink < 0:
+        raise ValueError(f"whitening shrink must be >= 0, got {whiten_shrink}")
     model = load_export(model_path)
+    whitening = None
+    if whiten is not None:
+        model, whitening = fit_whitening(model, whiten, whiten_shrink, batch_size, device)
     out = Path(out_dir)
     results, curves = {}, {}
     for b in bins:
@@ -244,6 +264,8 @@ def evaluate_export(
         results[name] = r
         curves[name] = roc_curve(-pair_distances(emb), issame)
     report: dict[str, Any] = {"model": str(model_path), "flip": flip, "results": results}
+    if whitening is not None:
+        report["whitening"] = whitening
     out.mkdir(parents=True, exist_ok=True)  # only once the inputs have been read
     if curves:
         plot_roc(curves, out / "roc.png")
@@ -262,6 +284,12 @@ def evaluate_export(
         report["identification"]["seconds"] = round(time.time() - t0, 2)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(
-        markdown_report(results, str(model_path), report.get("ijb"), report.get("identification"))
+        markdown_report(
+            results,
+            str(model_path),
+            report.get("ijb"),
+            report.get("identification"),
+            report.get("whitening"),
+        )
     )
     return report

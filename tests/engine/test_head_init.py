@@ -15,64 +15,12 @@ from torch import nn
 import lafslib.engine.finetune as finetune_module
 from lafslib.config import ConfigError
 from lafslib.engine.finetune import finetune
-from lafslib.engine.head_init import (
-    embedding_linear,
-    head_input_moments,
-    whiten_head,
-    whitening,
-)
+from lafslib.engine.head_init import embedding_linear, head_input_moments, whiten_head
 from lafslib.models import create_model
 from lafslib.models.export import load_export
 
 from .test_finetune import _recipe
 from .test_imprint import _faces
-
-
-def _correlated(n: int, d: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    mix = rng.standard_normal((d, d)) * np.linspace(3, 0.2, d)
-    return rng.standard_normal((n, d)) @ mix.T + rng.standard_normal(d)
-
-
-def _moments(x: np.ndarray) -> tuple[int, torch.Tensor, torch.Tensor]:
-    t = torch.from_numpy(x)
-    return len(x), t.sum(0), t.T @ t
-
-
-@pytest.mark.parametrize("out_features", [4, 8, 12])
-def test_whitening_gives_unit_covariance_on_its_top_components(out_features: int) -> None:
-    x = _correlated(400, 8)
-    weight, bias = whitening(*_moments(x), out_features, shrink=0.0)
-    y = x @ weight.numpy().T + bias.numpy()
-    np.testing.assert_allclose(y.mean(0), 0, atol=1e-9)
-    cov = np.cov(y.T, bias=True)
-    k = min(out_features, 8)
-    eig = np.sort(np.linalg.eigvalsh(cov))[::-1]
-    np.testing.assert_allclose(eig[:k], 1, atol=1e-8)  # k unit directions ...
-    np.testing.assert_allclose(eig[k:], 0, atol=1e-8)  # ... and nothing else
-    # the kept directions are the top principal components: the others map to zero
-    bottom = np.linalg.eigh(np.cov(x.T, bias=True))[1][:, : 8 - k]
-    np.testing.assert_allclose(weight.numpy() @ bottom, 0, atol=1e-9)
-
-
-def test_shrinkage_scales_each_component_by_its_shrunk_variance() -> None:
-    x = _correlated(500, 6, seed=1)
-    shrink = 0.5
-    weight, bias = whitening(*_moments(x), 6, shrink=shrink)
-    y = x @ weight.numpy().T + bias.numpy()
-    lam = np.linalg.eigvalsh(np.cov(x.T, bias=True))
-    expected = lam / (lam + shrink * lam.mean())
-    np.testing.assert_allclose(
-        np.sort(np.linalg.eigvalsh(np.cov(y.T, bias=True))), np.sort(expected)
-    )
-
-
-def test_whitening_rejects_too_few_vectors_and_negative_shrink() -> None:
-    x = _correlated(5, 3)
-    with pytest.raises(ValueError, match="at least 2"):
-        whitening(*_moments(x[:1]), 3, 0.0)
-    with pytest.raises(ValueError, match="shrink"):
-        whitening(*_moments(x), 3, -0.1)
 
 
 def test_moments_of_two_rank_shares_add_up_to_the_whole() -> None:
