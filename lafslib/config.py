@@ -222,6 +222,12 @@ class EvalConfig:
     every: int = bounded(0, ge=0)  # optimizer steps; 0 disables periodic evaluation
     batch_size: int = bounded(128, ge=1)
     flip: bool = True
+    # pretraining monitor: a folder of aligned faces (labels unused) to also log the accuracy
+    # of the PCA-whitened SSL feature (as lafs eval --whiten), fitted on a seeded random subset
+    # of whiten_images of them at every evaluation; whiten_shrink as lafs eval --whiten-shrink
+    whiten: str | None = None
+    whiten_images: int = bounded(2048, ge=2)
+    whiten_shrink: float = bounded(0.0, ge=0)
 
 
 @dataclass

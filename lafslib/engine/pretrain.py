@@ -208,24 +208,60 @@ def _collapse_stats(teacher_out: list[torch.Tensor], center: torch.Tensor, temp:
 def _monitor(
     cfg: PretrainConfig, backbone: nn.Module, device: torch.device, step: int, logger: RunLogger
 ) -> None:
-    """Verification accuracy of the teacher's SSL features on the recipe's ``.bin`` sets."""
-    from lafslib.evaluation.verification import evaluate_bin
+    """Verification accuracy of the teacher's SSL features on the recipe's ``.bin`` sets, and
+    with ``eval.whiten`` also of the features PCA-whitened on that folder's faces."""
+    from lafslib.data.verification import load_bin
+    from lafslib.evaluation.embed import embed_images
+    from lafslib.evaluation.verification import evaluate_embeddings
+    from lafslib.evaluation.whitening import fit_whitening
 
     if not logger.is_main:
         return
     was_training = backbone.training
-    for b in cfg.eval.bins:
-        r = evaluate_bin(SSLFeatures(backbone), b, cfg.eval.batch_size, cfg.eval.flip, device)
+    e = cfg.eval
+    model = SSLFeatures(backbone).eval()
+    white = None
+    if e.whiten:
+        white, _ = fit_whitening(
+            model, e.whiten, e.whiten_shrink, e.batch_size, device, e.whiten_images, cfg.run.seed
+        )
+    for b in e.bins:
+        images, issame = load_bin(b)
+        emb = embed_images(model, images, e.batch_size, e.flip, device)
+        r = evaluate_embeddings(emb, issame)
+        metrics = {"accuracy": r["accuracy"], "accuracy_std": r["accuracy_std"]}
+        shown = f"accuracy {100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}"
+        if white is not None:  # summed over the flip: the bias counts once per view
+            views = 2 if e.flip else 1
+            w = evaluate_embeddings(
+                emb @ white.weight.cpu().numpy().T + views * white.bias.cpu().numpy(), issame
+            )
+            metrics.update(whitened_accuracy=w["accuracy"], whitened_accuracy_std=w["accuracy_std"])
+            shown += f", whitened {100 * w['accuracy']:.2f} +- {100 * w['accuracy_std']:.2f}"
         name = Path(b).stem
-        logger.log(
-            step,
-            {"accuracy": r["accuracy"], "accuracy_std": r["accuracy_std"]},
-            prefix=f"eval/{name}",
-        )
-        logger.print(
-            f"eval {name} @ step {step}: accuracy {100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}"
-        )
+        logger.log(step, metrics, prefix=f"eval/{name}")
+        logger.print(f"eval {name} @ step {step}: {shown}")
     backbone.train(was_training)
+
+
+def _check_whitening_folder(cfg: PretrainConfig, feature_dim: int) -> None:
+    """``eval.whiten`` exists and holds enough faces to whiten ``feature_dim`` features: a
+    recipe that would fail at its first evaluation fails before the first step."""
+    from lafslib.data.folder import list_images
+    from lafslib.errors import InputNotFoundError
+
+    e = cfg.eval
+    if not e.whiten or not (e.every and e.bins):
+        return
+    if not Path(e.whiten).is_dir():
+        raise InputNotFoundError(f"eval.whiten: folder not found: {e.whiten}")
+    n = min(len(list_images(e.whiten)), e.whiten_images)
+    if e.whiten_shrink == 0 and n <= feature_dim:
+        raise ConfigError(
+            f"eval.whiten: {n} faces cannot whiten the {feature_dim}-dimensional SSL feature "
+            f"without shrinkage: raise eval.whiten_images, use a larger folder or set "
+            f"eval.whiten_shrink > 0"
+        )
 
 
 def pretrain(cfg: PretrainConfig, resume: str | None = None, overwrite: bool = False) -> Path:
@@ -289,6 +325,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
 
     o = cfg.optim
     backbone = create_model(cfg.model.name, **cfg.model.kwargs)
+    _check_whitening_folder(cfg, backbone.ssl_dim)
     h = cfg.head
     head = DINOHead(
         backbone.ssl_dim,

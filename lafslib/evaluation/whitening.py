@@ -82,11 +82,13 @@ def fit_whitening(
     shrink: float = 0.0,
     batch_size: int = 128,
     device: str | torch.device = "cpu",
+    max_images: int | None = None,
+    seed: int = 0,
 ) -> tuple[Whitened, dict[str, Any]]:
     """``model`` whitened on the embeddings (no flip) of every image under ``folder`` (aligned
-    faces of one size, any sub-folder layout, labels unused). Images that cannot be decoded
-    are skipped and counted. Returns the whitened model and ``{"folder", "images", "skipped",
-    "shrink"}``."""
+    faces of one size, any sub-folder layout, labels unused), or of a ``seed``-ed random
+    subset of ``max_images`` of them. Images that cannot be decoded are skipped and counted.
+    Returns the whitened model and ``{"folder", "images", "skipped", "shrink"}``."""
     from lafslib.data.folder import list_images
     from lafslib.data.images import BadImageError, read_image
     from lafslib.errors import DataError, InputNotFoundError
@@ -96,6 +98,9 @@ def fit_whitening(
     if not root.is_dir():
         raise InputNotFoundError(f"whitening folder not found: {root}")
     files = list_images(root)
+    if max_images is not None and max_images < len(files):
+        keep = np.random.default_rng(seed).choice(len(files), max_images, replace=False)
+        files = [files[i] for i in sorted(keep)]
     count, skipped, shape = 0, 0, None
     total = outer = None
     for s in range(0, len(files), 1024):

@@ -448,3 +448,53 @@ def test_flatten_feature_with_local_views_needs_the_grid_layout(
     run = pretrain(load_recipe(recipe))
     rows = [yaml.safe_load(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 2 and np.isfinite(rows[-1]["train/loss"])
+
+
+def test_monitor_logs_the_whitened_accuracy_of_lafs_eval_whiten(
+    tmp_path: Path, faces_mini: Path
+) -> None:
+    """eval.whiten: the monitor's whitened accuracy is what ``lafs eval --whiten`` gives the
+    exported teacher on the same seeded subset of the folder."""
+    from lafslib.evaluation.verification import evaluate_bin
+    from lafslib.evaluation.whitening import fit_whitening
+
+    folder, bin_path = faces_mini / "identities", faces_mini / "lfw_mini.bin"
+    recipe = _recipe(
+        tmp_path,
+        "white",
+        run__max_steps=1,
+        eval__bins=[str(bin_path)],
+        eval__every=1,
+        eval__whiten=str(folder),
+        eval__whiten_images=80,
+    )
+    cfg = load_recipe(recipe)
+    run = pretrain(cfg)
+    (row,) = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()
+              if "eval/lfw_mini/whitened_accuracy" in r]  # fmt: skip
+    assert main(["export", str(run), "--out", str(tmp_path / "export")]) == 0
+    teacher = load_export(tmp_path / "export")
+    white, info = fit_whitening(teacher, folder, max_images=80, seed=cfg.run.seed)
+    assert info["images"] == 80
+    expected = evaluate_bin(white, bin_path)
+    assert row["eval/lfw_mini/whitened_accuracy"] == pytest.approx(expected["accuracy"])
+    assert row["eval/lfw_mini/accuracy"] == pytest.approx(
+        evaluate_bin(teacher, bin_path)["accuracy"]
+    )
+
+
+def test_a_bad_whitening_folder_fails_before_the_first_step(tmp_path: Path) -> None:
+    common = {"run__max_steps": 1, "eval__bins": ["x.bin"], "eval__every": 1}
+    missing = _recipe(tmp_path, "missing", eval__whiten=str(tmp_path / "none"), **common)
+    with pytest.raises(FileNotFoundError, match="eval.whiten: folder not found"):
+        pretrain(load_recipe(missing))
+    few = tmp_path / "few"
+    few.mkdir()
+    (few / "a.jpg").write_bytes(b"")
+    small = _recipe(tmp_path, "small", eval__whiten=str(few), **common)
+    with pytest.raises(ConfigError, match="1 faces cannot whiten the 64-dimensional"):
+        pretrain(load_recipe(small))
+    for name in ("missing", "small"):
+        assert not (tmp_path / name / "checkpoints").exists() or not any(
+            (tmp_path / name / "checkpoints").iterdir()
+        )
