@@ -30,8 +30,6 @@ __all__ = [
 ]
 
 MAX_WHITEN_DIM = 4096  # a (D, D) covariance in float64; larger inputs are refused
-
-
 HEADS = ("head", "vit.head", "feature", "fc")  # FaceViT, Part fViT, CVLFace ViT, IResNet
 
 
