@@ -212,6 +212,9 @@ class PretrainOptimConfig:
     freeze_last_layer_epochs: int = bounded(1, ge=0)
     accumulate: int = bounded(1, ge=1)
     drop_path: float | None = bounded(None, ge=0, lt=1)  # stochastic depth; None: the model's
+    # backbone parameters kept at their initial (or --init) values for the whole run, by name
+    # or name prefix: e.g. [patch_embed] (MoCo v3's frozen patch projection) or [flatten_pool]
+    frozen: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -47,7 +47,15 @@ from lafslib.models import DINOHead, create_model, set_drop_path
 from lafslib.models.ssl_features import SSLFeatures
 from lafslib.transforms import MultiCropViews, collate_views, group_views
 
-__all__ = ["SeededViews", "SSLNetwork", "build_views", "pretrain", "param_groups", "clip_gradients"]
+__all__ = [
+    "SSLNetwork",
+    "SeededViews",
+    "build_views",
+    "clip_gradients",
+    "freeze_parameters",
+    "param_groups",
+    "pretrain",
+]
 
 
 class SeededViews(Dataset):
@@ -164,6 +172,31 @@ def build_views(v: ViewsConfig) -> Any:
         local_layout=v.local_layout,
         relight_strength=v.relight_strength,
     )
+
+
+def freeze_parameters(backbone: nn.Module, prefixes: list[str]) -> int:
+    """Stop training the backbone parameters named by ``prefixes`` (a name, or a prefix that
+    ends at a module boundary: ``patch_embed`` freezes ``patch_embed.weight`` and ``.bias``);
+    the teacher, their EMA, keeps them too. Returns how many numbers are frozen.
+
+    Raises:
+        ConfigError: a prefix names no parameter (``optim.frozen`` and the value).
+    """
+    names = dict(backbone.named_parameters())
+    total = 0
+    for prefix in prefixes:
+        matched = [n for n in names if n == prefix or n.startswith(prefix + ".")]
+        if not matched:
+            modules = sorted({n.split(".")[0] for n in names})
+            raise ConfigError(
+                f"optim.frozen: {prefix!r} names no parameter of {type(backbone).__name__} "
+                f"(its top-level modules: {', '.join(modules)})"
+            )
+        for n in matched:
+            if names[n].requires_grad:
+                names[n].requires_grad_(False)
+                total += names[n].numel()
+    return total
 
 
 def param_groups(model: nn.Module, skip: set[str] | None = None) -> list[dict[str, Any]]:
@@ -341,6 +374,9 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite
 
         load_export_weights(backbone, cfg.init)
         logger.print(f"student and teacher start from {cfg.init}")
+    frozen = freeze_parameters(backbone, o.frozen)
+    if frozen:
+        logger.print(f"frozen: {frozen} backbone parameters ({', '.join(o.frozen)})")
     v = cfg.views
     grid_locals = v.kind == "lafs" and v.local_layout == "grid"
     if getattr(backbone, "flatten_pool", None) is not None and v.local_views and not grid_locals:

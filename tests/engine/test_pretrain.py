@@ -347,6 +347,36 @@ def test_teacher_moves_and_every_parameter_is_paired(tmp_path: Path) -> None:
     assert {"train/dino_loss", "train/koleo", "train/cpu_minutes"} <= set(rows[-1])
 
 
+def test_frozen_parameters_keep_their_initial_values(tmp_path: Path) -> None:
+    """optim.frozen: the named backbone parameters stay as initialised in student and teacher
+    while the rest trains; a name that matches nothing fails with the key and the value."""
+    recipe = _recipe(
+        tmp_path,
+        "frozen",
+        run__max_steps=3,
+        optim__lr=0.064,
+        optim__warmup_epochs=0,
+        optim__frozen=["patch_embed", "blocks.0.attn"],
+    )
+    cfg = load_recipe(recipe)
+    torch.manual_seed(cfg.run.seed)
+    from lafslib.models import create_model
+
+    initial = create_model(cfg.model.name, **cfg.model.kwargs).state_dict()
+    pretrain(cfg)
+    state = load_checkpoint(latest_checkpoint(tmp_path / "frozen" / "checkpoints"))
+    frozen = [k for k in initial if k.startswith(("patch_embed.", "blocks.0.attn."))]
+    assert len(frozen) >= 4
+    for net in ("student", "teacher"):
+        for k in frozen:
+            torch.testing.assert_close(state[net][f"backbone.{k}"], initial[k], rtol=0, atol=1e-6)
+        for k in ("blocks.0.mlp.0.weight", "blocks.1.attn.qkv.weight"):
+            assert not torch.allclose(state[net][f"backbone.{k}"], initial[k]), (net, k)
+    bad = load_recipe(_recipe(tmp_path, "badfrozen", run__max_steps=1, optim__frozen=["patch"]))
+    with pytest.raises(ConfigError, match=r"optim.frozen: 'patch' names no parameter"):
+        pretrain(bad)
+
+
 def test_cpu_budget_stops_the_run(tmp_path: Path) -> None:
     recipe = _recipe(tmp_path, "budget", run__max_cpu_minutes=1e-6, optim__epochs=5)
     run = pretrain(load_recipe(recipe))
