@@ -34,6 +34,7 @@ SECTION_ORDER = [
     "study",
     "ssl_whitening",
     "few_shot",
+    "exemplar",
 ]
 
 

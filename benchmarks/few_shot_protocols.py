@@ -30,11 +30,8 @@ from _common import RESULTS, ROOT, SHARED_DATA, markdown_table, write_result  # 
 from study_cpu_small import (  # noqa: E402
     FEW_SHOT_STEPS,
     FINETUNE_BATCH,
-    FINETUNE_RECIPE,
     IDENTITIES,
-    evaluate,
-    lafs,
-    read_metrics,
+    finetune_and_score,
     sets,
 )
 
@@ -115,27 +112,13 @@ def main() -> None:
                 results[key] = kept[key]
             continue
         results[key] = {"protocol": what, "overrides": overrides}
-        for start, init in (("lafs", ["--init", str(args.init)]), ("scratch", [])):
+        for start, init in (("lafs", args.init), ("scratch", None)):
             run = out / f"{key}_{start}"
             epochs = max(1, round(steps / steps_per_epoch))
-            lafs(
-                "finetune",
-                str(FINETUNE_RECIPE),
-                *init,
-                *sets(
-                    run__output_dir=run,
-                    optim__epochs=epochs,
-                    data__images_per_identity=1,
-                    eval__bins="[]",
-                ),
-                *[a for k, v in overrides.items() for a in ("--set", f"{k}={v}")],
-            )
-            r = evaluate(run / "export", args.lfw, out / f"eval_{run.name}")
-            results[key][start] = {
-                "accuracy": r["accuracy"],
-                "accuracy_std": r["accuracy_std"],
-                "steps": read_metrics(run)[-1]["step"],
-            }
+            settings = sets(optim__epochs=epochs, data__images_per_identity=1, eval__bins="[]")
+            settings += [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
+            r = finetune_and_score(run, init, args.lfw, out / f"eval_{run.name}", *settings)
+            results[key][start] = {k: r[k] for k in ("accuracy", "accuracy_std", "steps")}
 
     def pct(r: dict[str, Any]) -> str:
         return f"{100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}"

@@ -153,6 +153,22 @@ def evaluate(export: Path, lfw: Path, out: Path) -> dict[str, Any]:
     return result
 
 
+def finetune_and_score(
+    run: Path, init: Path | None, lfw: Path, eval_out: Path, *settings: str
+) -> dict[str, Any]:
+    """``lafs finetune`` of FINETUNE_RECIPE (from ``init`` or scratch), then ``lafs eval`` of its
+    export: the eval result plus ``steps`` and ``cpu_minutes`` of the finetuning."""
+    cpu = lafs(
+        "finetune",
+        str(FINETUNE_RECIPE),
+        *(["--init", str(init)] if init else []),
+        *sets(run__output_dir=run),
+        *settings,
+    )
+    r = evaluate(run / "export", lfw, eval_out)
+    return {**r, "steps": read_metrics(run)[-1]["step"], "cpu_minutes": cpu / 60}
+
+
 def plot_curves(curves: dict[str, list], lines: dict[str, float], ft_runs: dict, path: Path):
     import matplotlib
 
@@ -304,21 +320,17 @@ def main() -> None:
 
     def finetune_arm(start: str, label: str, epochs: int, **extra: Any) -> None:
         run = out / f"finetune_{label.replace(' ', '_')}_{start}"
-        init = ["--init", str(exports[start])] if exports[start] else []
-        ft_cpu[f"{label} {start}"] = lafs(
-            "finetune",
-            str(FINETUNE_RECIPE),
-            *init,
-            *sets(run__output_dir=run, optim__epochs=epochs, **extra),
+        r = finetune_and_score(
+            run, exports[start], lfw, out / f"eval_{run.name}", *sets(optim__epochs=epochs, **extra)
         )
-        r = evaluate(run / "export", lfw, out / f"eval_{run.name}")
+        ft_cpu[f"{label} {start}"] = 60 * r["cpu_minutes"]
         pre = ssl[start]["process_cpu_minutes"] if start in ARMS else 0.0
         finetune[f"{names[start]}, {label}"] = {
             "accuracy": r["accuracy"],
             "accuracy_std": r["accuracy_std"],
             "tar_at_far_1e-3": r.get("val"),
-            "finetune_steps": read_metrics(run)[-1]["step"],
-            "cpu_minutes": pre + ft_cpu[f"{label} {start}"] / 60,
+            "finetune_steps": r["steps"],
+            "cpu_minutes": pre + r["cpu_minutes"],
         }
         if label == "all":
             ft_runs[names[start]] = run
