@@ -88,6 +88,11 @@ def write_result(
     return path
 
 
+def accuracy_pct(r: dict[str, Any]) -> str:
+    """A verification result's accuracy as "mean +- fold std" in percent."""
+    return f"{100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}"
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     """A GitHub Markdown table."""
 

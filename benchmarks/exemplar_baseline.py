@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, SHARED_DATA, markdown_table, write_result  # noqa: E402
+from _common import ROOT, SHARED_DATA, accuracy_pct, markdown_table, write_result  # noqa: E402
 from study_cpu_small import (  # noqa: E402
     FINETUNE_BATCH,
     IDENTITIES,
@@ -51,10 +51,6 @@ def exemplar_tree(celeba: Path, out: Path) -> tuple[Path, Path, int]:
     with open(landmarks, "w", newline="") as f:
         csv.writer(f).writerows([header, *renamed])
     return images, landmarks, len(renamed)
-
-
-def pct(r: dict[str, Any]) -> str:
-    return f"{100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}"
 
 
 def main() -> None:
@@ -103,7 +99,7 @@ def main() -> None:
         one_shot[str(epochs)] = row
 
     header = ["1-shot steps", *(f"from {s} (%)" for s in starts)]
-    rows = [[r["steps"], *(pct(r[s]) for s in starts)] for r in one_shot.values()]
+    rows = [[r["steps"], *(accuracy_pct(r[s]) for s in starts)] for r in one_shot.values()]
     table = (
         markdown_table(
             ["SSL-only (no labels)", "steps", "CPU minutes", "LFW (%)"],
@@ -112,7 +108,7 @@ def main() -> None:
                     "exemplar ArcFace, one class per face",
                     exemplar["steps"],
                     f"{exemplar['cpu_minutes']:.1f}",
-                    pct(exemplar),
+                    accuracy_pct(exemplar),
                 ]
             ],
         )

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, SHARED_DATA, markdown_table, write_result  # noqa: E402
+from _common import RESULTS, ROOT, SHARED_DATA, accuracy_pct, markdown_table, write_result  # noqa: E402
 from study_cpu_small import (  # noqa: E402
     FEW_SHOT_STEPS,
     FINETUNE_BATCH,
@@ -120,15 +120,12 @@ def main() -> None:
             r = finetune_and_score(run, init, args.lfw, out / f"eval_{run.name}", *settings)
             results[key][start] = {k: r[k] for k in ("accuracy", "accuracy_std", "steps")}
 
-    def pct(r: dict[str, Any]) -> str:
-        return f"{100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}"
-
     rows = [
         [
             r["protocol"],
             r["lafs"]["steps"],
-            pct(r["lafs"]),
-            pct(r["scratch"]),
+            accuracy_pct(r["lafs"]),
+            accuracy_pct(r["scratch"]),
             f"{100 * (r['lafs']['accuracy'] - r['scratch']['accuracy']):+.2f}",
         ]
         for r in results.values()

@@ -41,6 +41,7 @@ from _common import (  # noqa: E402
     RESULTS,
     ROOT,
     SHARED_DATA,
+    accuracy_pct,
     markdown_table,
     render_benchmarks_md,
     write_result,
@@ -186,16 +187,13 @@ def main() -> None:
         "wide": wide_score(PooledPixels(), celeba, lfw, mirrored, issame),
     }
 
-    def pct(r: dict[str, float]) -> str:
-        return f"{100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}"
-
     rows = [
         [
             r["feature"],
-            pct(r["raw"]),
-            pct(r["whitened"]),
+            accuracy_pct(r["raw"]),
+            accuracy_pct(r["whitened"]),
             f"{100 * (r['whitened']['accuracy'] - r['raw']['accuracy']):+.2f}",
-            pct(r["wide"]),
+            accuracy_pct(r["wide"]),
         ]
         for r in results.values()
     ]

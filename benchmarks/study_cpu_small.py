@@ -41,6 +41,7 @@ from _common import (  # noqa: E402
     RESULTS,
     ROOT,
     SHARED_DATA,
+    accuracy_pct,
     markdown_table,
     render_benchmarks_md,
     write_result,
@@ -354,26 +355,23 @@ def main() -> None:
     plot_curves(curves, lines, ft_runs, curves_png)
     wall = (time.perf_counter() - t_start) / 60
 
-    def pct(r: dict[str, Any]) -> str:
-        return f"{100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}"
-
     ssl_rows = [
         [
             "LAFS teacher" if arm == "lafs" else "DINO random-crop teacher",
-            pct(ssl[arm]),
+            accuracy_pct(ssl[arm]),
             ssl[arm]["steps"],
             f"{ssl[arm]['cpu_minutes']:.1f}",
         ]
         for arm in ARMS
     ]
     ssl_rows += [
-        ["random init", pct(ssl["random_init"]), 0, 0],
-        ["raw pixels", pct(ssl["raw_pixels"]), "-", 0],
+        ["random init", accuracy_pct(ssl["random_init"]), 0, 0],
+        ["raw pixels", accuracy_pct(ssl["raw_pixels"]), "-", 0],
     ]
     ft_rows = [
         [
             name,
-            pct(r),
+            accuracy_pct(r),
             "-" if r["tar_at_far_1e-3"] is None else f"{100 * r['tar_at_far_1e-3']:.2f}",
             r["finetune_steps"],
             f"{r['cpu_minutes']:.1f}",
