@@ -35,6 +35,7 @@ SECTION_ORDER = [
     "ssl_whitening",
     "few_shot",
     "exemplar",
+    "one_shot_draws",
 ]
 
 

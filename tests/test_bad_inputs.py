@@ -140,6 +140,8 @@ CASES = [
          names=("export_partial", "model.safetensors")),
     Case("export-no-json-init", (*_ft("{O}/nj"), "--init", "{I}/export_nojson"),
          names=("export_nojson", "model.json")),
+    Case("export-missing-eval", _eval("{I}/nothere_export", "{I}/ok.bin"),
+         names=("nothere_export", "not found"), absent=("{O}/eval",)),
     Case("export-run-without-checkpoint", ("export", "{I}/empty_run"), names=("empty_run",)),
     # checkpoints and run directories
     Case("rerun-pretrain-into-a-run", _pre("{I}/runs/pre", "optim.lr=0.01"),

@@ -119,8 +119,8 @@ def load_export(path: str | os.PathLike[str], strict: bool = True) -> nn.Module:
     says ``"feature": "ssl"`` comes wrapped in :class:`SSLFeatures`, so that calling it gives
     the self-supervised feature."""
     path = Path(path)
+    info = read_export_info(path)
     folder = path if path.is_dir() else path.parent
-    info = read_export_info(folder)
     model = create_model(info["name"], **info.get("kwargs", {}))
     load_export_weights(model, folder, strict)
     feature = info.get("feature", "head")
