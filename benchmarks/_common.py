@@ -11,7 +11,9 @@ import contextlib
 import json
 import os
 import platform
+import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,17 @@ def write_result(
     path = RESULTS / f"{section}.json"
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     render_benchmarks_md()
+    return path
+
+
+def publish_result(
+    section: str, title: str, table_md: str, data: dict[str, Any], notes: str = ""
+) -> Path:
+    """:func:`write_result` with the running script's command line, then print table and notes."""
+    command = shlex.join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    path = write_result(section, title, table_md, command, data, notes)
+    print(table_md)
+    print(notes)
     return path
 
 

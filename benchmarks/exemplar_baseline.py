@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, SHARED_DATA, accuracy_pct, markdown_table, write_result  # noqa: E402
+from _common import ROOT, SHARED_DATA, accuracy_pct, markdown_table, publish_result  # noqa: E402
 from study_cpu_small import (  # noqa: E402
     FINETUNE_BATCH,
     IDENTITIES,
@@ -126,16 +125,13 @@ def main() -> None:
         "exemplar": exemplar,
         "one_shot": one_shot,
     }
-    write_result(
+    publish_result(
         "exemplar",
         "Exemplar pretraining baseline and 1-shot finetuning budgets (celeba-112 -> LFW)",
         table,
-        shlex.join(["python", "benchmarks/exemplar_baseline.py", *sys.argv[1:]]),
         data,
         notes,
     )
-    print(table)
-    print(notes)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, SHARED_DATA, accuracy_pct, markdown_table, write_result  # noqa: E402
+from _common import RESULTS, ROOT, SHARED_DATA, accuracy_pct, markdown_table, publish_result  # noqa: E402
 from study_cpu_small import (  # noqa: E402
     FEW_SHOT_STEPS,
     FINETUNE_BATCH,
@@ -142,16 +142,13 @@ def main() -> None:
     )
     data = {"init": str(args.init.resolve()), "protocols": results, "best": best}
     (out / "few_shot.json").write_text(json.dumps(data, indent=2) + "\n")
-    write_result(
+    publish_result(
         "few_shot",
         "1-shot finetuning protocols: LAFS teacher vs scratch (celeba-112 -> LFW)",
         table,
-        "python benchmarks/few_shot_protocols.py " + " ".join(sys.argv[1:]),
         data,
         notes,
     )
-    print(table)
-    print(notes)
 
 
 if __name__ == "__main__":

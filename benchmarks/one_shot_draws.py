@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, SHARED_DATA, markdown_table, write_result  # noqa: E402
+from _common import ROOT, SHARED_DATA, markdown_table, publish_result  # noqa: E402
 from few_shot_protocols import PROTOCOLS  # noqa: E402
 from study_cpu_small import FINETUNE_BATCH, IDENTITIES, finetune_and_score, sets  # noqa: E402
 
@@ -156,16 +155,13 @@ def main() -> None:
         "protocols": results,
         "best": best,
     }
-    write_result(
+    publish_result(
         "one_shot_draws",
         "1-shot finetuning over many draws: pretrained starts vs scratch (celeba-112 -> LFW)",
         table,
-        shlex.join(["python", "benchmarks/one_shot_draws.py", *sys.argv[1:]]),
         data,
         notes,
     )
-    print(table)
-    print(notes)
 
 
 if __name__ == "__main__":

@@ -43,8 +43,8 @@ from _common import (  # noqa: E402
     SHARED_DATA,
     accuracy_pct,
     markdown_table,
+    publish_result,
     render_benchmarks_md,
-    write_result,
 )
 
 from lafslib.config import load_recipe  # noqa: E402
@@ -409,16 +409,13 @@ def main() -> None:
         "ablation": ablation_block(),
     }
     (out / "study.json").write_text(json.dumps(data, indent=2) + "\n")
-    write_result(
+    publish_result(
         "study",
         "Study: does the self-supervised stage learn? (celeba-112 -> LFW, 2 CPU cores)",
         table,
-        "python benchmarks/study_cpu_small.py " + " ".join(sys.argv[1:]),
         data,
         notes,
     )
-    print(table)
-    print(notes)
 
 
 if __name__ == "__main__":
