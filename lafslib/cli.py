@@ -254,17 +254,32 @@ def _run_export(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- convert
 
 
-_CONVERT_FORMATS = ("cvlface", "lafs", "partfvit", "dino", "timm", "dinov2", "insightface")
+_CONVERT_FORMATS = (
+    "insightface",
+    "mobilefacenet",
+    "adaface",
+    "cvlface",
+    "lafs",
+    "partfvit",
+    "dino",
+    "timm",
+    "dinov2",
+)
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = _command(
         sub,
         "convert",
-        "Convert a checkpoint of a reference project (insightface, CVLFace, LAFS, Part fViT, "
-        "DINO, timm/DINOv2/CLIP) into a lafslib export folder. Every key is loaded, reported as "
-        "skipped (e.g. a margin-loss classifier) or reported as an error.",
+        "Convert a checkpoint of a reference project (insightface/arcface_torch, MobileFaceNet, "
+        "AdaFace, CVLFace, LAFS, Part fViT, DINO, timm/DINOv2/CLIP) into a lafslib export "
+        "folder that takes RGB in [-1, 1]. Every key is loaded, reported as skipped (e.g. a "
+        "margin-loss classifier) or reported as an error; the source's input convention (BGR, "
+        "mean/std) is applied inside the export and recorded in its model.json.",
         """
+  lafs convert mobilefacenet.pt exports/mfn            (format detected: mobilefacenet)
+  lafs convert adaface_ir50_ms1mv2.ckpt exports/ada50  (format detected: adaface, BGR folded)
+  lafs convert checkpoint_gpu_0.pt exports/r50 --format insightface
   lafs convert backbone.pth exports/ir50 --format insightface
   lafs convert cvlface_ir101/model.pt exports/cvl_ir101 --format cvlface
   lafs convert lafs/checkpoint.pth exports/lafs --format lafs --allow-missing 'head.*'
@@ -275,7 +290,11 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="checkpoint file (.pth/.pt/.safetensors) or a folder with one")
     p.add_argument("out", help="output export folder (model.safetensors + model.json)")
     p.add_argument(
-        "--format", required=True, choices=_CONVERT_FORMATS, dest="fmt", help="source layout"
+        "--format",
+        default="auto",
+        choices=("auto", *_CONVERT_FORMATS),
+        dest="fmt",
+        help="source layout (auto: detected from the keys where unambiguous)",
     )
     p.add_argument(
         "--model",
@@ -305,11 +324,40 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--img-size", type=int, default=None, help="input size for timm/dinov2 models")
     p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write model.onnx (input convention included; needs [onnx])",
+    )
+    colour = p.add_mutually_exclusive_group()
+    colour.add_argument(
         "--bgr",
         action="store_true",
         default=None,
-        help="the checkpoint expects BGR input (folded into the first conv; CVLFace: read "
-        "from model.yaml when omitted)",
+        help="the weights expect BGR input, whatever the format's default (folded into the first "
+        "conv; defaults: adaface BGR, cvlface from model.yaml, others RGB)",
+    )
+    colour.add_argument(
+        "--rgb",
+        action="store_false",
+        dest="bgr",
+        help="the weights expect RGB input, whatever the format's default",
+    )
+    p.add_argument(
+        "--input-mean",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("R", "G", "B"),
+        help="mean of RGB in [0, 1] the weights expect, overriding the format's (mobilefacenet: "
+        "ImageNet's; others 0.5); applied inside models that support it",
+    )
+    p.add_argument(
+        "--input-std",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("R", "G", "B"),
+        help="std of RGB in [0, 1] the weights expect, overriding the format's",
     )
     p.set_defaults(func=_run_convert)
 
@@ -338,8 +386,14 @@ def _run_convert(args: argparse.Namespace) -> int:
         branch=args.branch,
         img_size=args.img_size,
         bgr=args.bgr,
+        input_mean=args.input_mean,
+        input_std=args.input_std,
     )
     print(report.summary())
+    if args.onnx:
+        from lafslib.engine.export import add_onnx
+
+        print(f"wrote {add_onnx(out)}")
     print(f"exported to {out}")
     return 0
 

@@ -14,6 +14,11 @@ SHARED_DATA = Path(
         "LAFS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"
     )
 )
+SHARED_MODELS = Path(
+    os.environ.get(
+        "LAFS_SHARED_MODELS", Path(__file__).resolve().parents[1].parent / "shared" / "models"
+    )
+)
 GOLDEN = Path(
     os.environ.get("LAFS_GOLDEN", Path(__file__).resolve().parents[1].parent / "shared" / "golden")
 )
@@ -56,6 +61,13 @@ def celeba_raw_mini(shared_data: Path) -> Path:
 def lfw_bin(shared_data: Path) -> Path:
     """The standard 6,000-pair LFW .bin."""
     return _require(shared_data / "lfw" / "lfw.bin")
+
+
+@pytest.fixture(scope="session")
+def mobilefacenet_ms1m() -> Path:
+    """The real MobileFaceNet (MS1M, 128-d) of ../shared/models/mobilefacenet-ms1m."""
+    path = SHARED_MODELS / "mobilefacenet-ms1m" / "mobilefacenet.pt"
+    return _require(path, "real MobileFaceNet weights", "LAFS_SHARED_MODELS")
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ output ``embeddings`` (B, D). ``model.json`` records them under ``onnx``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
@@ -28,7 +29,7 @@ from lafslib.engine.checkpoint import latest_checkpoint, load_checkpoint
 from lafslib.models import create_model, model_info, save_export
 from lafslib.models.ssl_features import SSLFeatures
 
-__all__ = ["export_run", "export_onnx", "onnx_signature"]
+__all__ = ["export_run", "export_onnx", "onnx_signature", "add_onnx"]
 
 _ONNX_SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB, with room for the graph
 
@@ -164,4 +165,21 @@ def export_onnx(
             os.replace(f, path.parent / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def add_onnx(export: str | os.PathLike[str]) -> Path:
+    """Write ``model.onnx`` beside an export folder's weights (e.g. one of ``lafs convert``) and
+    record it in its ``model.json``; the graph takes the export's input, RGB in [-1, 1]."""
+    from lafslib.models import load_export
+    from lafslib.models.export import read_export_info
+
+    folder = Path(export)
+    model = load_export(folder)
+    path = export_onnx(model, folder / "model.onnx")
+    info = read_export_info(folder)
+    info["onnx"] = {"file": path.name, **onnx_signature(model)}
+    tmp = folder / "model.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, folder / "model.json")
     return path

@@ -14,6 +14,7 @@ from lafslib.models.export import load_export, save_export
 from lafslib.models.heads import DINOHead
 from lafslib.models.iresnet import IResNet
 from lafslib.models.landmark_net import LandmarkNet
+from lafslib.models.mobilefacenet import MobileFaceNet, MobileFaceNetMBF
 from lafslib.models.part_fvit import PartFViT
 from lafslib.models.ssl_features import SSLFeatures
 from lafslib.models.timm_backbone import TimmViT
@@ -22,6 +23,8 @@ __all__ = [
     "DINOHead",
     "IResNet",
     "LandmarkNet",
+    "MobileFaceNet",
+    "MobileFaceNetMBF",
     "PartFViT",
     "SSLFeatures",
     "TimmViT",

@@ -28,6 +28,10 @@ FAMILIES = {
     "part_fvit": ("part_fvit_test", {}),
     "part_fvit_kprpe": ("part_fvit_test", {"vit_kwargs": {"kprpe": True}}),  # landmark tokens
     "iresnet": ("iresnet_test", {}),
+    "mobilefacenet_imagenet_input": (
+        "mobilefacenet_test",
+        {"input_mean": [0.485, 0.456, 0.406], "input_std": [0.229, 0.224, 0.225]},
+    ),
     "timm_vit": ("timm_vit", {"timm_name": "vit_tiny_patch16_224", "timm_kwargs": {"depth": 2}}),
 }
 

@@ -1,24 +1,31 @@
-"""Converters: parity with reference implementations (golden data), strictness, head conversion."""
+"""Converters: parity with reference implementations (golden data), strictness, head conversion;
+the files people have (insightface ``mbf`` and training checkpoints, AdaFace Lightning ``.ckpt``,
+``net_state_dict``), format detection and its one-line errors."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import sys
+import types
 import zlib
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from lafslib.cli import main
 from lafslib.models import create_model, load_export
 from lafslib.models.convert import (
     ConversionError,
     convert_checkpoint,
     convert_to_export,
+    detect_format,
     dino_head_from_state,
     load_dino_head,
     read_checkpoint,
@@ -357,3 +364,186 @@ def test_cvlface_bgr_config_is_folded_into_the_first_conv(tmp_path):
     # CVLFace feeds BGR models x.flip(1); the converted model takes RGB, so it sees the flip.
     with torch.no_grad():
         _close(model(ref["input"].flip(1)), ref["output"])
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def _arcface_torch_checkpoint(backbone: dict[str, torch.Tensor]) -> dict:
+    """The dict arcface_torch's train_v2.py saves as checkpoint_gpu_{rank}.pt."""
+    fc = torch.nn.Linear(512, 10, bias=False)
+    opt = torch.optim.SGD(fc.parameters(), lr=0.1, momentum=0.9)
+    fc(torch.randn(2, 512)).sum().backward()
+    opt.step()
+    return {
+        "epoch": 3,
+        "global_step": 1200,
+        "state_dict_backbone": backbone,
+        "state_dict_softmax_fc": {"weight": fc.weight.detach()},
+        "state_optimizer": opt.state_dict(),
+        "state_lr_scheduler": {"base_lrs": [0.1], "last_epoch": 1200, "_step_count": 1201},
+    }
+
+
+def test_insightface_mbf_matches_reference(tmp_path):
+    ref = load_file(str(GOLDEN / "insightface_mbf.safetensors"))
+    torch.save(golden_state("insightface_mbf"), tmp_path / "backbone.pth")
+    model, report, _ = convert_checkpoint(tmp_path / "backbone.pth", "insightface")
+    assert report.model == "mobilefacenet_mbf" and report.model_kwargs == {} and report.ok
+    with torch.no_grad():
+        _close(model(ref["input"]), ref["output"])
+    # the same file through --format mobilefacenet and through detection
+    assert detect_format(torch.load(tmp_path / "backbone.pth"), "x") == "mobilefacenet"
+    model2, _, _ = convert_checkpoint(tmp_path / "backbone.pth")
+    with torch.no_grad():
+        _close(model2(ref["input"]), ref["output"])
+
+
+def test_arcface_torch_training_checkpoint_converts(tmp_path):
+    ref = load_file(str(GOLDEN / "insightface_mbf.safetensors"))
+    ckpt = _arcface_torch_checkpoint(golden_state("insightface_mbf"))
+    torch.save(ckpt, tmp_path / "checkpoint_gpu_0.pt")
+    out, report = convert_to_export(
+        tmp_path / "checkpoint_gpu_0.pt", tmp_path / "exp", "insightface"
+    )
+    assert report.ok
+    for entry in ("state_dict_softmax_fc", "state_optimizer", "state_lr_scheduler", "epoch"):
+        assert entry in report.skipped
+    info = json.loads((out / "model.json").read_text())
+    assert "state_dict_softmax_fc" in info["converted_from"]["skipped"]
+    with torch.no_grad():
+        _close(load_export(out)(ref["input"]), ref["output"])
+
+
+def test_net_state_dict_and_fp16_module_prefix(tmp_path):
+    model = create_model("iresnet_test").eval()
+    state = {
+        f"module.{k}": v.half() if v.is_floating_point() else v
+        for k, v in model.state_dict().items()
+    }
+    torch.save({"net_state_dict": state, "epoch": 1}, tmp_path / "net.pth")
+    converted, report, _ = convert_checkpoint(tmp_path / "net.pth", "insightface")
+    assert report.ok and "epoch" in report.skipped
+    x = torch.rand(2, 3, 112, 112) * 2 - 1
+    with torch.no_grad():
+        expected = model.half().float()(x)
+        torch.testing.assert_close(converted.float()(x), expected, atol=1e-3, rtol=1e-3)
+
+
+def _fake_lightning_attribute_dict() -> type:
+    """A class pickled under Lightning's name, as AdaFace's hyper-parameters are."""
+    name = "pytorch_lightning.utilities.parsing"
+    for part in ("pytorch_lightning", "pytorch_lightning.utilities", name):
+        sys.modules.setdefault(part, types.ModuleType(part))
+    cls = type("AttributeDict", (dict,), {"__module__": name})
+    sys.modules[name].AttributeDict = cls
+    return cls
+
+
+def _adaface_ckpt(tmp_path):
+    attribute_dict = _fake_lightning_attribute_dict()
+    state = {f"model.{k}": v for k, v in golden_state("adaface_ir18").items()}
+    state["head.kernel"] = torch.randn(512, 70)
+    state["head.t"] = torch.zeros(1)
+    state["head.batch_mean"] = torch.ones(1) * 20
+    state["head.batch_std"] = torch.ones(1) * 100
+    ckpt = {
+        "epoch": 25,
+        "global_step": 100,
+        "pytorch-lightning_version": "1.8.6",
+        "state_dict": state,
+        "hyper_parameters": attribute_dict(arch="ir_18", head="adaface", m=0.4, h=0.333),
+    }
+    path = tmp_path / "adaface_ir18_webface4m.ckpt"
+    torch.save(ckpt, path)
+    del sys.modules["pytorch_lightning.utilities.parsing"]  # reading must not need Lightning
+    return path
+
+
+def test_adaface_lightning_checkpoint_converts_without_flags(tmp_path):
+    ref = load_file(str(GOLDEN / "adaface_ir18.safetensors"))
+    path = _adaface_ckpt(tmp_path)
+    out, report = convert_to_export(path, tmp_path / "exp")  # format detected
+    assert report.format == "adaface" and report.model == "iresnet18" and report.ok
+    assert report.skipped["head.kernel"].startswith("AdaFace margin head")
+    info = json.loads((out / "model.json").read_text())
+    source = info["converted_from"]
+    assert source["input"]["color_space"] == "BGR"
+    assert {"head.kernel", "head.t", "hyper_parameters"} <= set(source["skipped"])
+    rgb = ref["input"].flip(1)  # AdaFace's model saw BGR; the export takes the same face as RGB
+    with torch.no_grad():
+        ours = F.normalize(load_export(out)(rgb))
+    assert (ours - ref["output"]).abs().max() <= 1e-4  # AdaFace returns normalised embeddings
+
+
+def test_overriding_the_recorded_convention_says_so(tmp_path, capsys):
+    path = _adaface_ckpt(tmp_path)
+    assert main(["convert", str(path), str(tmp_path / "rgb"), "--rgb"]) == 0
+    out = capsys.readouterr().out
+    assert "RGB as asked overrides the adaface default (BGR)" in out
+    info = json.loads((tmp_path / "rgb" / "model.json").read_text())
+    assert info["converted_from"]["input"]["color_space"] == "RGB"
+    mean = ["--input-mean", "0.485", "0.456", "0.406", "--input-std", "0.229", "0.224", "0.225"]
+    assert main(["convert", str(path), str(tmp_path / "x"), *mean]) == 2
+    assert "iresnet18" in capsys.readouterr().err  # an IResNet cannot renormalise its input
+
+
+def test_wrong_format_and_unknown_layouts_fail_in_one_line(tmp_path, capsys):
+    model = create_model("mobilefacenet_test")
+    torch.save(model.state_dict(), tmp_path / "mfn.pt")
+    assert (
+        main(["convert", str(tmp_path / "mfn.pt"), str(tmp_path / "o"), "--format", "cvlface"]) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "conv1.0.weight" in err
+    assert "--format mobilefacenet" in err
+    torch.save({"weights": {"foo.bar": torch.zeros(2)}, "epoch": 1}, tmp_path / "odd.pt")
+    assert main(["convert", str(tmp_path / "odd.pt"), str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "weights" in err and "--format" in err
+    torch.save({"epoch": 1, "state": {"a": 1}}, tmp_path / "none.pt")
+    assert (
+        main(
+            ["convert", str(tmp_path / "none.pt"), str(tmp_path / "o3"), "--format", "insightface"]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "state_dict_backbone" in err and "'teacher'" not in err
+
+
+def test_ambiguous_ir_layout_asks_for_a_format(tmp_path):
+    state = golden_state("adaface_ir18")  # bare IR keys: AdaFace (BGR) or CVLFace (RGB)?
+    with pytest.raises(ConversionError, match="--format adaface or --format cvlface"):
+        detect_format(state, "ir.pt")
+
+
+def test_convert_onnx_includes_the_input_convention(tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    model = create_model("mobilefacenet_test").eval()  # paper layout: ImageNet-normalised input
+    torch.save(model.state_dict(), tmp_path / "mfn.pt")
+    out = tmp_path / "exp"
+    assert (
+        main(
+            [
+                "convert",
+                str(tmp_path / "mfn.pt"),
+                str(out),
+                "--model",
+                "mobilefacenet_test",
+                "--onnx",
+            ]
+        )
+        == 0
+    )
+    assert "model.onnx" in capsys.readouterr().out
+    info = json.loads((out / "model.json").read_text())
+    assert info["onnx"]["file"] == "model.onnx" and info["kwargs"]["input_std"][0] == 0.229
+    x01 = torch.rand(3, 3, 112, 112)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = model((x01 - mean) / std).numpy()  # the source network on its own input
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": (x01 * 2 - 1).numpy()})[0]  # the library's input
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
