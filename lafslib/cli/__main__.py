@@ -2,6 +2,6 @@
 
 import sys
 
-from lafslib.cli import main
+from lafslib.cli.main import main
 
 sys.exit(main())
