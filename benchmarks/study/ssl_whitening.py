@@ -47,12 +47,11 @@ from _common import (  # noqa: E402
     write_result,
 )
 
-from lafslib.data.folder import list_images  # noqa: E402
-from lafslib.data.images import read_image  # noqa: E402
 from lafslib.data.verification import load_bin  # noqa: E402
 from lafslib.evaluation.embed import embed_images  # noqa: E402
 from lafslib.evaluation.verification import evaluate_embeddings  # noqa: E402
 from lafslib.evaluation.whitening import fit_whitening, whitening  # noqa: E402
+from lafslib.io import list_images, read_image  # noqa: E402
 from lafslib.models import load_export  # noqa: E402
 
 FEATURES = {

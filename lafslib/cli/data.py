@@ -238,7 +238,7 @@ def add_landmarks(sub: argparse._SubParsersAction) -> None:
 def _run_landmarks(args: argparse.Namespace) -> int:
     import json
 
-    from lafslib.landmarks.annotate import annotate_dataset
+    from lafslib.data.annotate import annotate_dataset
     from lafslib.landmarks.detectors import create_detector
 
     if args.template == bool(args.detector):

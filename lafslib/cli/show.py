@@ -76,8 +76,8 @@ def _run_show_views(args: argparse.Namespace) -> int:
 
     from lafslib.config import ViewsConfig, load_recipe
     from lafslib.data.folder import find_sidecar
-    from lafslib.data.images import read_image
     from lafslib.engine.pretrain import build_views
+    from lafslib.io import read_image
     from lafslib.landmarks.store import load_landmarks
     from lafslib.viz import views_grid
 
@@ -144,7 +144,7 @@ def _run_show_landmarks(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from lafslib.data.folder import find_sidecar
-    from lafslib.data.images import read_image
+    from lafslib.io import read_image
     from lafslib.landmarks.detectors import create_detector
     from lafslib.landmarks.store import load_landmarks
     from lafslib.viz import landmarks_grid
@@ -253,7 +253,7 @@ def _run_show_attention(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from lafslib.data.folder import find_sidecar
-    from lafslib.data.images import read_image
+    from lafslib.io import read_image
     from lafslib.landmarks.store import load_landmarks
     from lafslib.landmarks.template import landmarks68_to_5, template_for_size
     from lafslib.models import load_export
