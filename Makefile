@@ -1,11 +1,12 @@
 # Two quickstart commands: `make demo` and `make test`. Both create .venv when missing.
+# `make docs` builds the documentation site (the dev extra includes the docs extra).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.lafslib-installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,15 +26,18 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check lafslib tests benchmarks
-	$(BIN)/ruff format --check lafslib tests benchmarks
+	$(BIN)/ruff check lafslib tests benchmarks docs
+	$(BIN)/ruff format --check lafslib tests benchmarks docs
 
 format: $(STAMP)
-	$(BIN)/ruff format lafslib tests benchmarks
-	$(BIN)/ruff check --fix lafslib tests benchmarks
+	$(BIN)/ruff format lafslib tests benchmarks docs
+	$(BIN)/ruff check --fix lafslib tests benchmarks docs
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf runs build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf runs build dist site *.egg-info .pytest_cache .ruff_cache

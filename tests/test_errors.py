@@ -9,9 +9,9 @@ import pytest
 
 from lafslib.cli import main
 from lafslib.config import ConfigError
-from lafslib.data.images import BadImageError
 from lafslib.data.verification import UnsafePickleError
 from lafslib.errors import DataError, LafsUserError, UnknownModelError, user_message
+from lafslib.io import BadImageError
 from lafslib.landmarks.store import LandmarkFileError
 from lafslib.models import create_model
 
@@ -39,7 +39,7 @@ def test_unknown_model_is_a_user_error_with_a_plain_message() -> None:
 def test_user_message_keeps_the_original_line_of_a_worker_error() -> None:
     wrapped = BadImageError(
         "Caught BadImageError in DataLoader worker process 0.\nOriginal Traceback (most recent "
-        'call last):\n  File "x.py", line 1, in f\nlafslib.data.images.BadImageError: a.jpg: '
+        'call last):\n  File "x.py", line 1, in f\nlafslib.io.images.BadImageError: a.jpg: '
         "empty file (0 bytes)\n"
     )
     assert user_message(wrapped) == "a.jpg: empty file (0 bytes)"

@@ -1,13 +1,13 @@
 """Data sources: image folders, insightface RecordIO and .bin sets, IJB-B/C meta, synthetic faces."""
 
 from lafslib.data.base import FaceDataset
-from lafslib.data.folder import ImageFolderDataset, find_sidecar, list_images
+from lafslib.data.folder import ImageFolderDataset, find_sidecar
 from lafslib.data.ijb import IJBMeta, IJBMetaError, load_ijb_meta, write_ijb
-from lafslib.data.images import BadImageError, decode_image, read_image
 from lafslib.data.recordio import RecordIODataset, RecordReader, RecordWriter, pack_folder
 from lafslib.data.sources import open_dataset
 from lafslib.data.synthetic import SyntheticFaces, render_face
 from lafslib.data.verification import UnsafePickleError, load_bin, write_bin
+from lafslib.io import BadImageError, decode_image, list_images, read_image
 
 __all__ = [
     "BadImageError",

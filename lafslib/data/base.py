@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from lafslib.data.images import BadImageCounter, BadImageError
 from lafslib.errors import DataError
+from lafslib.io import BadImageCounter, BadImageError
 from lafslib.landmarks.store import LandmarkFileError, LandmarkTable, load_landmarks
 
 __all__ = ["FaceDataset", "first_readable", "first_readable_sample"]

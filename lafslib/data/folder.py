@@ -10,23 +10,12 @@ from typing import Any
 import numpy as np
 
 from lafslib.data.base import FaceDataset
-from lafslib.data.images import is_image_file, read_image
 from lafslib.errors import DataError, InputNotFoundError
+from lafslib.io import list_images, read_image
 
-__all__ = ["ImageFolderDataset", "list_images", "find_sidecar"]
+__all__ = ["ImageFolderDataset", "find_sidecar"]
 
 SIDECAR_NAMES = ("landmarks.csv", "landmarks5.csv", "landmarks.npz", "landmarks5.npz")
-
-
-def list_images(root: str | os.PathLike[str]) -> list[str]:
-    """Sorted relative paths ('/'-separated) of every image file under ``root``."""
-    root = Path(root)
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        rel = Path(dirpath).relative_to(root)
-        out += [(rel / f).as_posix() for f in sorted(filenames) if is_image_file(f)]
-    return sorted(out)
 
 
 def find_sidecar(root: str | os.PathLike[str]) -> Path | None:

@@ -281,7 +281,7 @@ def load_aligned_faces(
     Returns:
         uint8 (B, size, size, 3) RGB faces and float32 (B, 5, 2) keypoints in [0, 1].
     """
-    from lafslib.data.images import read_image
+    from lafslib.io import read_image
 
     def one(i: int) -> tuple[np.ndarray, np.ndarray]:
         return align_loose_crop(read_image(meta.image_path(i)), meta.landmarks[i], size)

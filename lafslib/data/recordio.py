@@ -31,8 +31,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from lafslib.data.base import FaceDataset
-from lafslib.data.images import BadImageError, decode_image
 from lafslib.errors import DataError, InputNotFoundError
+from lafslib.io import BadImageError, decode_image
 
 __all__ = [
     "IRHeader",
@@ -335,8 +335,7 @@ def pack_folder(
     """
     from tqdm import tqdm
 
-    from lafslib.data.folder import list_images
-    from lafslib.data.images import BadImageError, read_image
+    from lafslib.io import BadImageError, list_images, read_image
 
     src = Path(src)
     if not src.is_dir():

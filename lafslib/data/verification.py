@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from lafslib.data.images import BadImageError, decode_image
 from lafslib.errors import DataError, InputNotFoundError, UnsafeFileError
+from lafslib.io import BadImageError, decode_image
 
 __all__ = ["UnsafePickleError", "load_bin", "load_bin_raw", "write_bin"]
 

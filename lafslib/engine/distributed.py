@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from lafslib.losses.collectives import all_gather_rows
+
 __all__ = [
     "DistInfo",
     "init_distributed",
@@ -96,14 +98,4 @@ def all_reduce_max(value: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         value = value.clone()
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return value
-
-
-def all_gather_rows(value: torch.Tensor) -> torch.Tensor:
-    """Rows of ``value`` from every rank, concatenated in rank order (every rank must pass the
-    same shape; identity on one process). Not differentiable."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        parts = [torch.empty_like(value) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, value.contiguous())
-        return torch.cat(parts)
     return value

@@ -117,8 +117,8 @@ def net_landmarks(cfg: PretrainConfig, run_dir: Path, info: DistInfo, logger: Ru
     aligned face into ``RUN/landmarks_net.npz`` and then moved with each view's crop and flip
     like any sidecar landmarks."""
     from lafslib.config import ConfigError
+    from lafslib.data.annotate import annotate_dataset
     from lafslib.engine.distributed import barrier
-    from lafslib.landmarks.annotate import annotate_dataset
     from lafslib.landmarks.detectors import LearnedLandmarkDetector
 
     v = cfg.views
@@ -280,8 +280,8 @@ def _monitor(
 def _check_whitening_folder(cfg: PretrainConfig, feature_dim: int) -> None:
     """``eval.whiten`` exists and holds enough faces to whiten ``feature_dim`` features: a
     recipe that would fail at its first evaluation fails before the first step."""
-    from lafslib.data.folder import list_images
     from lafslib.errors import InputNotFoundError
+    from lafslib.io import list_images
 
     e = cfg.eval
     if not e.whiten or not (e.every and e.bins):

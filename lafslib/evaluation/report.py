@@ -138,9 +138,8 @@ def _embed_folder(
     model: Any, root: str | os.PathLike[str], batch_size: int, flip: bool, device: str
 ) -> tuple[np.ndarray, list[str]]:
     """Embeddings and identity names (sub-folder names) of a labelled folder of aligned faces."""
-    from lafslib.data.folder import list_images
-    from lafslib.data.images import read_image
     from lafslib.evaluation.embed import embed_images
+    from lafslib.io import list_images, read_image
 
     root = Path(root)
     if not root.is_dir():

@@ -89,10 +89,9 @@ def fit_whitening(
     faces of one size, any sub-folder layout, labels unused), or of a ``seed``-ed random
     subset of ``max_images`` of them. Images that cannot be decoded are skipped and counted.
     Returns the whitened model and ``{"folder", "images", "skipped", "shrink"}``."""
-    from lafslib.data.folder import list_images
-    from lafslib.data.images import BadImageError, read_image
     from lafslib.errors import DataError, InputNotFoundError
     from lafslib.evaluation.embed import embed_images
+    from lafslib.io import BadImageError, list_images, read_image
 
     root = Path(folder)
     if not root.is_dir():

@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lafslib.data.folder import list_images
-from lafslib.data.images import BadImageError, read_image
 from lafslib.errors import InputNotFoundError, PathConflictError
+from lafslib.io import BadImageError, list_images, read_image
 from lafslib.landmarks.detectors import Face, FaceDetector, create_detector
 from lafslib.landmarks.store import save_landmarks
 from lafslib.landmarks.template import align_face, transform_points

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lafslib.engine.distributed import all_gather_rows
+from lafslib.losses.collectives import all_gather_rows
 
 
 class NeighbourQueue(nn.Module):

@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from lafslib.engine.distributed import all_gather_rows
+from lafslib.losses.collectives import all_gather_rows
 
 __all__ = ["PartialFC"]
 

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 
 from lafslib.cli import main
 from lafslib.data import ImageFolderDataset, RecordIODataset, open_dataset, pack_folder
-from lafslib.data.images import BadImageError
 from lafslib.data.recordio import IRHeader, RecordReader, RecordWriter, pack_record, unpack_record
+from lafslib.io import BadImageError
 from lafslib.landmarks.store import LandmarkFileError
 
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from lafslib.data.folder import ImageFolderDataset
-from lafslib.data.images import BadImageError, decode_image, read_image
 from lafslib.errors import DataError
+from lafslib.io import BadImageError, decode_image, read_image
 
 
 def _save(path: Path, img: Image.Image, fmt: str, **kw) -> Path:

@@ -278,7 +278,7 @@ def test_learned_landmark_source_and_init(faces_mini: Path, tmp_path: Path) -> N
     assert len(table) == 100 and table.num_points == 196  # every image of the source
     first = sorted(p for p in (faces_mini / "identities").rglob("*.jpg"))[0]
     key = first.relative_to(faces_mini / "identities").as_posix()
-    from lafslib.data.images import read_image
+    from lafslib.io import read_image
 
     expected = LearnedLandmarkDetector(stage1).detect(read_image(first))[0].landmarks
     np.testing.assert_allclose(table[key], expected, atol=1e-3)

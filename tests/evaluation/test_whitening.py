@@ -79,8 +79,7 @@ class _Pixels(nn.Module):
 
 
 def _folder_images(root: Path) -> np.ndarray:
-    from lafslib.data.folder import list_images
-    from lafslib.data.images import read_image
+    from lafslib.io import list_images, read_image
 
     return np.stack([read_image(root / f) for f in list_images(root)])
 

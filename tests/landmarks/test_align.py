@@ -14,8 +14,8 @@ from PIL import Image
 pytest.importorskip("dlib")
 
 from lafslib.cli import main  # noqa: E402
-from lafslib.data.images import read_image  # noqa: E402
 from lafslib.data.sources import open_dataset  # noqa: E402
+from lafslib.io import read_image  # noqa: E402
 from lafslib.landmarks.align import JOURNAL, align_folder  # noqa: E402
 from lafslib.landmarks.detectors import DlibDetector  # noqa: E402
 from lafslib.landmarks.store import load_landmarks  # noqa: E402

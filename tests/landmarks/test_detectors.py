@@ -70,7 +70,7 @@ def test_fan_loads_weights_from_torch_home(random_fan_weights: Path, tmp_path, m
 
 def test_fan_detects_68_points_with_given_boxes(fan_detector, celeba_raw_mini: Path) -> None:
     pytest.importorskip("dlib")
-    from lafslib.data.images import read_image
+    from lafslib.io import read_image
     from lafslib.landmarks.detectors import DlibDetector
 
     photo = read_image(sorted(celeba_raw_mini.glob("*/*.jpg"))[0])
@@ -97,7 +97,7 @@ def test_dlib_backends_find_synthetic_free_models() -> None:
 
 def test_dlib_five_point_predictor_refuses_alignment(celeba_raw_mini: Path) -> None:
     pytest.importorskip("dlib")
-    from lafslib.data.images import read_image
+    from lafslib.io import read_image
 
     photo = read_image(sorted(celeba_raw_mini.glob("*/*.jpg"))[0])
     five = create_detector("dlib5").detect(photo)

@@ -300,10 +300,11 @@ def test_export_writes_dino_head(tmp_path):
 
 
 def test_cli_convert_writes_an_export_and_reports_errors(tmp_path, capsys):
-    from lafslib.cli import _CONVERT_FORMATS, main
+    from lafslib.cli import main
+    from lafslib.cli.train import CONVERT_FORMATS
     from lafslib.models.convert import FORMATS
 
-    assert set(_CONVERT_FORMATS) == set(FORMATS)
+    assert set(CONVERT_FORMATS) == set(FORMATS)
     model = create_model("iresnet_test").eval()
     torch.save({"state_dict": model.state_dict(), "epoch": 1}, tmp_path / "ir.pth")
     args = ["convert", str(tmp_path / "ir.pth"), str(tmp_path / "exp"), "--format", "insightface"]

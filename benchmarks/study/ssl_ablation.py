@@ -1,9 +1,9 @@
 """Ablations of the self-supervised stage: each change and its effect on SSL-only LFW.
 
 Usage:
-    python benchmarks/ssl_ablation.py --runs runs/ssl_ablation            # run all, then table
-    python benchmarks/ssl_ablation.py --runs runs/ssl_ablation --only F1_flat G1_koleo
-    python benchmarks/ssl_ablation.py --runs runs/ssl_ablation --table    # table from the runs
+    python benchmarks/study/ssl_ablation.py --runs runs/ssl_ablation            # run all, then table
+    python benchmarks/study/ssl_ablation.py --runs runs/ssl_ablation --only F1_flat G1_koleo
+    python benchmarks/study/ssl_ablation.py --runs runs/ssl_ablation --table    # table from the runs
 
 Every row is ``lafs pretrain`` of the cpu_small recipe as it was before this study
 (``BEFORE``: CLS feature, 2 global + 4 local views, out_dim 4096, peak lr 6.25e-5, momentum
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from _common import ROOT, SHARED_DATA, markdown_table, write_result  # noqa: E402
 
 from lafslib.data.verification import load_bin_raw, write_bin  # noqa: E402
@@ -193,7 +193,7 @@ def main() -> None:
         "ssl_ablation",
         "Self-supervised stage: ablations (SSL-only LFW, celeba-112)",
         markdown_table(header, rows),
-        "python benchmarks/ssl_ablation.py --runs runs/ssl_ablation",
+        "python benchmarks/study/ssl_ablation.py --runs runs/ssl_ablation",
         data,
         notes,
     )

@@ -1,6 +1,6 @@
 """How large is the 1-shot gap between a pretrained start and scratch, over many 1-shot draws?
 
-Usage: python benchmarks/one_shot_draws.py --init LAFS_EXPORT [--extra NAME=EXPORT ...]
+Usage: python benchmarks/study/one_shot_draws.py --init LAFS_EXPORT [--extra NAME=EXPORT ...]
        [--draws 5] [--protocols recipe whiten whiten_imprint_lr3e-4] [--jobs 2]
        [--out runs/one_shot_draws]
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from _common import ROOT, SHARED_DATA, markdown_table, publish_result  # noqa: E402
 from few_shot_protocols import PROTOCOLS  # noqa: E402
 from study_cpu_small import FINETUNE_BATCH, IDENTITIES, finetune_and_score, sets  # noqa: E402

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from lafslib.data.images import BadImageError
+from lafslib.data.sources import open_dataset
+from lafslib.io import BadImageError
 from lafslib.landmarks.detectors import FaceDetector
 from lafslib.landmarks.store import save_landmarks
 from lafslib.landmarks.template import template_for_size
@@ -75,8 +76,6 @@ def annotate_dataset(
         progress: wraps the index iterator, e.g. ``lambda it, n: tqdm(it, total=n)``.
         batch_size: images per pass for detectors with ``detect_batch`` (learned nets).
     """
-    from lafslib.data.sources import open_dataset
-
     if points not in ("5", "68", "native"):
         raise ValueError(f"points must be '5', '68' or 'native', got {points!r}")
     if fallback not in ("template", "error"):

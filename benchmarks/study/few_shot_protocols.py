@@ -1,6 +1,6 @@
 """Does any 1-shot finetuning protocol let the LAFS teacher beat scratch?
 
-Usage: python benchmarks/few_shot_protocols.py [--init runs/study/pretrain_lafs/export]
+Usage: python benchmarks/study/few_shot_protocols.py [--init runs/study/pretrain_lafs/export]
        [--out runs/few_shot] [--only PROTOCOL ...]
 
 The study (study_cpu_small.py) finetunes with one recipe (recipes/finetune/cpu_small_arcface.yaml,
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from _common import RESULTS, ROOT, SHARED_DATA, accuracy_pct, markdown_table, publish_result  # noqa: E402
 from study_cpu_small import (  # noqa: E402
     FEW_SHOT_STEPS,
@@ -99,7 +99,7 @@ def main() -> None:
     for need in (args.init / "model.json", args.lfw):
         if not need.exists():
             raise SystemExit(
-                f"few_shot: {need} not found (run benchmarks/study_cpu_small.py first)"
+                f"few_shot: {need} not found (run benchmarks/study/study_cpu_small.py first)"
             )
     out.mkdir(parents=True)
     t0 = time.perf_counter()

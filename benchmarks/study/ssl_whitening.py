@@ -1,11 +1,11 @@
 """How much of the SSL-only accuracy is decorrelation? Features raw and PCA-whitened.
 
-Usage: python benchmarks/ssl_whitening.py [--study runs/study] [--extra NAME=EXPORT ...]
+Usage: python benchmarks/study/ssl_whitening.py [--study runs/study] [--extra NAME=EXPORT ...]
 
 SSL-only accuracy compares cosine similarities of a feature as it comes. A random network's
 feature, or the pixels, are dominated by a few directions (brightness, pose), so part of what
 pretraining gains over them can also be had by decorrelating them, without any training.
-Here every feature of the study (benchmarks/study_cpu_small.py: random init, the LAFS teacher,
+Here every feature of the study (benchmarks/study/study_cpu_small.py: random init, the LAFS teacher,
 the DINO random-crop teacher) and the raw pixels (reduced to their top principal components,
 as many as the SSL feature has) are scored on all of lfw.bin (10-fold, flip) as they are and
 after PCA whitening fitted on the 6,019 celeba-112 faces without their labels (no shrinkage;
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from _common import (  # noqa: E402
     RESULTS,
     ROOT,
@@ -47,12 +47,11 @@ from _common import (  # noqa: E402
     write_result,
 )
 
-from lafslib.data.folder import list_images  # noqa: E402
-from lafslib.data.images import read_image  # noqa: E402
 from lafslib.data.verification import load_bin  # noqa: E402
 from lafslib.evaluation.embed import embed_images  # noqa: E402
 from lafslib.evaluation.verification import evaluate_embeddings  # noqa: E402
 from lafslib.evaluation.whitening import fit_whitening, whitening  # noqa: E402
+from lafslib.io import list_images, read_image  # noqa: E402
 from lafslib.models import load_export  # noqa: E402
 
 FEATURES = {
@@ -150,7 +149,7 @@ def main() -> None:
     for _, folder in exports.values():
         if not (folder / "model.json").is_file():
             raise SystemExit(
-                f"ssl_whitening: {folder} has no export (run benchmarks/study_cpu_small.py "
+                f"ssl_whitening: {folder} has no export (run benchmarks/study/study_cpu_small.py "
                 "first, or lafs export)"
             )
     t0 = time.perf_counter()
@@ -229,7 +228,7 @@ def main() -> None:
         "ssl_whitening",
         "SSL-only features raw and PCA-whitened (celeba-112 -> LFW)",
         table,
-        "python benchmarks/ssl_whitening.py " + shlex.join(sys.argv[1:]),
+        "python benchmarks/study/ssl_whitening.py " + shlex.join(sys.argv[1:]),
         results,
         notes,
     )

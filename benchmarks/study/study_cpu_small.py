@@ -1,6 +1,6 @@
 """Does the self-supervised stage learn, and do landmark views beat random crops?
 
-Usage: python benchmarks/study_cpu_small.py [--out runs/study] [--budget 30] [--scale 1.0]
+Usage: python benchmarks/study/study_cpu_small.py [--out runs/study] [--budget 30] [--scale 1.0]
 
 On celeba-112 used as unlabelled faces, with the narrow ViT of the cpu_small recipes:
   1. SSL-only: LAFS views (recipes/pretrain/cpu_small.yaml) and DINO random crops
@@ -16,7 +16,7 @@ On celeba-112 used as unlabelled faces, with the narrow ViT of the cpu_small rec
 
 Writes RUN/study.json, benchmarks/results/study.json (the BENCHMARKS.md section, with its
 ``ssl_only`` block, and an ``ablation`` block copied from the ablations of
-benchmarks/ssl_ablation_cpu.py and ssl_ablation_short.py when those have run;
+benchmarks/study/ssl_ablation_cpu.py and ssl_ablation_short.py when those have run;
 ``--attach-ablation`` refreshes only that block) and benchmarks/results/study_curves.png.
 ``--scale`` multiplies the budget and every step count (0.05 for a smoke run of the whole
 pipeline).
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from _common import (  # noqa: E402
     RESULTS,
     ROOT,
@@ -205,8 +205,8 @@ def plot_curves(curves: dict[str, list], lines: dict[str, float], ft_runs: dict,
 
 
 def ablation_block() -> dict[str, Any]:
-    """Each ablation of ``benchmarks/ssl_ablation_cpu.py`` (equal CPU time, no flip) and of
-    ``benchmarks/ssl_ablation_short.py`` (complete 4-epoch schedules side by side, flip; names
+    """Each ablation of ``benchmarks/study/ssl_ablation_cpu.py`` (equal CPU time, no flip) and of
+    ``benchmarks/study/ssl_ablation_short.py`` (complete 4-epoch schedules side by side, flip; names
     prefixed ``short/``) that has run, and its SSL-only LFW accuracy (fractions): best and last
     point with their CPU minutes."""
     block = {}

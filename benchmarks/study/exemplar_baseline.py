@@ -1,6 +1,6 @@
 """Is the plateau DINO's, or the data's? An exemplar baseline, and 1-shot at longer budgets.
 
-Usage: python benchmarks/exemplar_baseline.py [--init LAFS_EXPORT] [--out runs/exemplar]
+Usage: python benchmarks/study/exemplar_baseline.py [--init LAFS_EXPORT] [--out runs/exemplar]
        [--epochs 15] [--budgets 15 50 150]
 
 Exemplar pretraining (Dosovitskiy et al., NeurIPS 2014, with an ArcFace margin): every one of
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from _common import ROOT, SHARED_DATA, accuracy_pct, markdown_table, publish_result  # noqa: E402
 from study_cpu_small import (  # noqa: E402
     FINETUNE_BATCH,

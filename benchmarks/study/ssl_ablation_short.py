@@ -1,9 +1,9 @@
 """Short complete schedules around the cpu_small recipe: SSL-only LFW (flip test) after 4 epochs.
 
 Usage:
-    python benchmarks/ssl_ablation_short.py --runs runs/ssl_ablation_short            # all rows
-    python benchmarks/ssl_ablation_short.py --runs runs/ssl_ablation_short --only base tt07
-    python benchmarks/ssl_ablation_short.py --runs runs/ssl_ablation_short --table    # table only
+    python benchmarks/study/ssl_ablation_short.py --runs runs/ssl_ablation_short            # all rows
+    python benchmarks/study/ssl_ablation_short.py --runs runs/ssl_ablation_short --only base tt07
+    python benchmarks/study/ssl_ablation_short.py --runs runs/ssl_ablation_short --table    # table only
 
 Every row is ``lafs pretrain recipes/pretrain/cpu_small.yaml`` as it was before this table
 (``BASE``: teacher temperature 0.04, no neighbour targets), batch 128, with a complete
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from _common import ROOT, SHARED_DATA, markdown_table, write_result  # noqa: E402
 from ssl_ablation_cpu import curve  # noqa: E402
 
@@ -155,7 +155,7 @@ def main() -> None:
         "ssl_ablation_short",
         "Self-supervised stage: 4-epoch schedules (SSL-only LFW with flip, celeba-112)",
         markdown_table(header, rows),
-        "python benchmarks/ssl_ablation_short.py --runs runs/ssl_ablation_short --neighbours",
+        "python benchmarks/study/ssl_ablation_short.py --runs runs/ssl_ablation_short --neighbours",
         data,
         notes,
     )

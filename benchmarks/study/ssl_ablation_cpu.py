@@ -1,9 +1,9 @@
 """Ablations around the cpu_small recipe at equal CPU time: SSL-only LFW against CPU minutes.
 
 Usage:
-    python benchmarks/ssl_ablation_cpu.py --runs runs/ssl_ablation_cpu             # all rows
-    python benchmarks/ssl_ablation_cpu.py --runs runs/ssl_ablation_cpu --only tt07 geo
-    python benchmarks/ssl_ablation_cpu.py --runs runs/ssl_ablation_cpu --table     # table only
+    python benchmarks/study/ssl_ablation_cpu.py --runs runs/ssl_ablation_cpu             # all rows
+    python benchmarks/study/ssl_ablation_cpu.py --runs runs/ssl_ablation_cpu --only tt07 geo
+    python benchmarks/study/ssl_ablation_cpu.py --runs runs/ssl_ablation_cpu --table     # table only
 
 Every row is ``lafs pretrain recipes/pretrain/cpu_small.yaml`` as it was then (``BASE``:
 flatten SSL feature, global LAFS views, batch 32 at peak lr 5e-4, momentum 0.99, out_dim 1024,
@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from _common import ROOT, SHARED_DATA, markdown_table, write_result  # noqa: E402
 
 # the recipe these rows changed (cpu_small.yaml before commit d5f0ec7), pinned so the table
@@ -176,7 +176,7 @@ def main() -> None:
         "ssl_ablation_cpu",
         "Self-supervised stage: ablations at equal CPU time (SSL-only LFW, celeba-112)",
         markdown_table(header, rows),
-        "python benchmarks/ssl_ablation_cpu.py --runs runs/ssl_ablation_cpu",
+        "python benchmarks/study/ssl_ablation_cpu.py --runs runs/ssl_ablation_cpu",
         data,
         notes,
     )

@@ -1,0 +1,103 @@
+"""The ``lafs`` parser and entry point: the one place where user errors become exit code 2.
+
+Each subcommand is one ``add_<name>(subparsers)`` function in the module of its command group
+(:mod:`lafslib.cli.data`, :mod:`lafslib.cli.train`, :mod:`lafslib.cli.eval`,
+:mod:`lafslib.cli.show`) that declares its arguments (with examples in the epilog) and a handler
+that imports what it needs lazily, so that ``lafs --help`` stays fast and never imports the
+training stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from lafslib.cli.common import add_debug
+from lafslib.cli.data import add_align, add_data, add_landmarks
+from lafslib.cli.eval import add_eval
+from lafslib.cli.show import (
+    add_models,
+    add_show_attention,
+    add_show_config,
+    add_show_landmarks,
+    add_show_views,
+)
+from lafslib.cli.train import add_convert, add_export, add_finetune, add_pretrain
+
+__all__ = ["main", "build_parser"]
+
+
+# ----------------------------------------------------------------------------- registry
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_show_config,
+    add_data,
+    add_pretrain,
+    add_export,
+    add_convert,
+    add_eval,
+    add_finetune,
+    add_show_views,
+    add_align,
+    add_landmarks,
+    add_show_landmarks,
+    add_models,
+    add_show_attention,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lafs`` argument parser with every subcommand."""
+    from lafslib import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="lafs",
+        description="lafslib: landmark-aware self-supervised face representation learning.",
+        epilog="Run 'lafs COMMAND --help' for the options and examples of each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"lafslib {__version__}")
+    add_debug(parser, False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+# What a user can cause: the lafslib hierarchy, plus the built-in errors of paths and values that
+# library code raises for bad inputs. Everything else is a bug and keeps its traceback.
+_USER_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    ValueError,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lafs`` console script.
+
+    A user error (:class:`lafslib.errors.LafsUserError` and the path and value errors above)
+    exits with code 2 and one line on stderr naming the file or key; ``--debug`` or
+    ``LAFS_DEBUG=1`` prints the traceback first.
+    """
+    from lafslib.errors import ConfigError, LafsUserError, user_message
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    debug = getattr(args, "debug", False) or os.environ.get("LAFS_DEBUG", "") not in ("", "0")
+    try:
+        return int(args.func(args) or 0)
+    except (LafsUserError, *_USER_ERRORS) as exc:
+        if debug:
+            traceback.print_exc()
+        kind = "invalid recipe" if isinstance(exc, ConfigError) else "error"
+        print(f"lafs {args.command}: {kind}: {user_message(exc)}", file=sys.stderr)
+        return 2
