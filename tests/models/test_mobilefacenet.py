@@ -121,15 +121,40 @@ def test_real_mobilefacenet_equals_the_paper_forward(tmp_path, mobilefacenet_ms1
 
 @pytest.mark.slow
 def test_real_mobilefacenet_scores_its_published_lfw(tmp_path, mobilefacenet_ms1m, lfw_bin, capsys):
-    """``lafs convert`` (format detected) then ``lafs eval`` with no input flags: 99.40 +- 0.1,
-    what its publisher's code scores on the same lfw.bin (../shared/models/README.md)."""
+    """``lafs convert`` (format detected) then ``lafs eval`` with no input flags on all 6,000 LFW
+    pairs: 99.40 +- 0.1, what its publisher's code scores on the same lfw.bin (99.40 with the
+    flip test, 99.38 without; ../shared/models/README.md). Without the flip test, as the CPU
+    time of 12,000 MobileFaceNet forwards (about 10 minutes on 2 cores) is this test's cost; the
+    flip figure (99.40 +- 0.28) is benchmarks/real_checkpoints.py's."""
     from lafslib.cli import main
 
     assert main(["convert", str(mobilefacenet_ms1m), str(tmp_path / "mfn")]) == 0
     out = tmp_path / "report"
-    assert (
-        main(["eval", "--model", str(tmp_path / "mfn"), "--bin", str(lfw_bin), "--out", str(out)])
-        == 0
-    )
+    args = ["eval", "--model", str(tmp_path / "mfn"), "--bin", str(lfw_bin), "--out", str(out)]
+    assert main([*args, "--no-flip"]) == 0
     accuracy = json.loads((out / "report.json").read_text())["results"]["lfw"]["accuracy"]
     assert 0.9930 <= accuracy <= 0.9950, accuracy
+
+
+def test_finetunes_from_a_converted_export_and_keeps_its_input(tmp_path):
+    import yaml
+
+    from lafslib.config import load_recipe
+    from lafslib.engine.finetune import finetune
+
+    source = create_model("mobilefacenet_test").eval()
+    torch.save(source.state_dict(), tmp_path / "mfn.pt")
+    init, _ = convert_to_export(
+        tmp_path / "mfn.pt", tmp_path / "init", model_name="mobilefacenet_test"
+    )
+    root = Path(__file__).resolve().parents[2]
+    data = yaml.safe_load((root / "recipes/demo/finetune_demo.yaml").read_text())
+    data["run"].update({"output_dir": str(tmp_path / "run"), "max_steps": 2, "log_every": 1})
+    data["data"].update({"batch_size": 8, "synthetic_identities": 4, "synthetic_per_identity": 4})
+    data["adapter"] = {"mode": "full", "layer_decay": 0.75}  # layer groups of the family
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(data))
+    run = finetune(load_recipe(tmp_path / "ft.yaml", [f"init={init}"]))
+    info = json.loads((run / "export" / "model.json").read_text())
+    assert info["name"] == "mobilefacenet_test"
+    assert info["kwargs"]["input_mean"] == list(IMAGENET_MEAN)  # carried into the next export
+    assert load_export(run / "export")(torch.zeros(2, 3, 112, 112)).shape == (2, 32)
