@@ -22,13 +22,16 @@ __all__ = [
 class DataConfig:
     """Unlabelled or labelled training images.
 
-    ``train`` is an image folder, a ``.rec`` file, or ``synthetic`` (procedural faces).
+    ``train`` is an image folder, a ``.rec`` file, or ``synthetic`` (procedural faces), or a list
+    of folders and ``.rec`` files pretrained on as one pool.
     """
 
-    train: str = REQUIRED
-    """Image folder (any tree), insightface ``.rec`` file, or ``synthetic``."""
-    landmarks: str | None = None
-    """Landmark sidecar (``.csv`` / ``.npz``); None: the one in the data folder or its parent."""
+    train: str | list[str] = REQUIRED
+    """Image folder (any tree), insightface ``.rec`` file, or ``synthetic``; or a list of folders
+    and ``.rec`` files whose images are concatenated into one pool, each with its own landmarks."""
+    landmarks: str | list[str | None] | None = None
+    """Landmark sidecar (``.csv`` / ``.npz``); None: the one in the data folder or its parent.
+    With a list of sources: a list with one entry per source (None: the one beside it)."""
     batch_size: int = bounded(64, ge=1)
     """Images per process per step (the global batch is this times the world size)."""
     num_workers: int = bounded(0, ge=0)

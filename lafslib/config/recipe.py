@@ -212,6 +212,24 @@ def _check_pretrain(cfg: PretrainConfig, source: str) -> None:
             f"{source}: loss.neighbour_k is {cfg.loss.neighbour_k} but loss.neighbour_queue "
             f"holds only {cfg.loss.neighbour_queue} images: neighbour_k must be at most that"
         )
+    d = cfg.data
+    if isinstance(d.train, list):
+        if not d.train or "synthetic" in d.train:
+            raise ConfigError(
+                f"{source}: data.train lists {d.train!r}: a list needs one or more folders or "
+                "'.rec' files ('synthetic' stands alone)"
+            )
+        if isinstance(d.landmarks, str) or (
+            isinstance(d.landmarks, list) and len(d.landmarks) != len(d.train)
+        ):
+            raise ConfigError(
+                f"{source}: data.landmarks must list one sidecar (or null) per data.train source "
+                f"({len(d.train)}), got {d.landmarks!r}"
+            )
+    elif isinstance(d.landmarks, list):
+        raise ConfigError(
+            f"{source}: data.landmarks is a list but data.train is one source: give one sidecar"
+        )
     if cfg.run.schedule_by_budget and cfg.run.max_cpu_minutes is None:
         raise ConfigError(
             f"{source}: run.schedule_by_budget: true needs a budget to follow: "

@@ -4,7 +4,7 @@ from lafslib.data.base import FaceDataset
 from lafslib.data.folder import ImageFolderDataset, find_sidecar
 from lafslib.data.ijb import IJBMeta, IJBMetaError, load_ijb_meta, write_ijb
 from lafslib.data.recordio import RecordIODataset, RecordReader, RecordWriter, pack_folder
-from lafslib.data.sources import open_dataset
+from lafslib.data.sources import SourcePool, open_dataset, open_pool
 from lafslib.data.synthetic import SyntheticFaces, render_face
 from lafslib.data.verification import UnsafePickleError, load_bin, write_bin
 from lafslib.io import BadImageError, decode_image, list_images, read_image
@@ -26,6 +26,8 @@ __all__ = [
     "load_bin",
     "load_ijb_meta",
     "open_dataset",
+    "open_pool",
+    "SourcePool",
     "pack_folder",
     "read_image",
     "render_face",
