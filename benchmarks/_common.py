@@ -33,6 +33,7 @@ SECTION_ORDER = [
     "pretrain",
     "pretrain_gpu",
     "eval",
+    "real_checkpoints",
     "study",
     "ssl_whitening",
     "few_shot",
