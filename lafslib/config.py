@@ -102,6 +102,7 @@ class RunConfig:
     checkpoint_every: int = bounded(500, ge=1)  # optimizer steps; the last step is always saved
     keep_last: int = bounded(3, ge=1)  # checkpoints kept (the newest of this run)
     deterministic: bool = False
+    compile: bool = False  # torch.compile the backbone (a message, and eager, where it cannot)
     tensorboard: bool = True
     max_steps: int | None = bounded(None, ge=1)  # stop early after this many optimizer steps
     # pretraining: stop once training has used this many CPU minutes (process + DataLoader
