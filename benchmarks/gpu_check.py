@@ -8,8 +8,9 @@ Writes ``benchmarks/results/gpu_check.json`` (section "gpu_check"):
 
 1. ViT-S and ViT-B LAFS pretraining steps (2 global 14x14 + 8 local 6x6 views, DINO head out
    65536, teacher forward, backward, clipping, fused AdamW, EMA): img/s of the compute alone
-   (the views made once, on the device) and of the whole step with its views made by the
-   training input pipeline (DataLoader workers, as ``lafs pretrain`` runs), their ratio, model
+   (the views rendered once) and of the whole step with its views on the device (DataLoader
+   workers decode the faces and draw their views' randomness, the step renders the views on
+   the device, as ``lafs pretrain`` runs), their ratio, model
    FLOP utilisation (FLOPs counted with ``torch.utils.flop_counter`` over the measured peak of
    a large matmul in the same precision) and peak device memory.
 2. An SSL-only LFW curve: ``lafs pretrain`` of ``recipes/pretrain/cpu_small.yaml`` on the
@@ -45,7 +46,7 @@ from lafslib.engine.seeded import SeededViews  # noqa: E402
 from lafslib.engine.state import autocast_context  # noqa: E402
 from lafslib.losses import DINOLoss  # noqa: E402
 from lafslib.models import DINOHead, create_model  # noqa: E402
-from lafslib.transforms import LAFSViews, collate_views  # noqa: E402
+from lafslib.transforms import LAFSViews  # noqa: E402
 
 MODELS = {"ViT-S": ("vit_small", {}), "ViT-B": ("vit_base", {})}
 SMOKE_MODELS = {"ViT-test": ("vit_test", {})}
@@ -70,19 +71,20 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int) -> float:
     return best
 
 
-def _loader(batch: int, workers: int, device: torch.device) -> DataLoader:
-    """Synthetic faces with their LAFS views made per sample by the input pipeline."""
-    faces = SyntheticFaces(num_identities=64, images_per_identity=8, transform=LAFSViews())
+def _loader(views: LAFSViews, batch: int, workers: int, device: torch.device) -> DataLoader:
+    """Synthetic faces as uint8 with their views' random draws, made by DataLoader workers
+    (as ``lafs pretrain`` loads them)."""
+    faces = SyntheticFaces(num_identities=64, images_per_identity=8, transform=views.draw)
     return DataLoader(SeededViews(faces, 0), batch_size=batch, shuffle=True, drop_last=True,
-                      num_workers=workers, collate_fn=collate_views,
-                      pin_memory=device.type == "cuda", persistent_workers=workers > 0)  # fmt: skip
+                      num_workers=workers, pin_memory=device.type == "cuda",
+                      persistent_workers=workers > 0)  # fmt: skip
 
 
-def _to(views: list[dict], device: torch.device) -> list[dict]:
-    return [
-        {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in d.items()}
-        for d in views
-    ]
+def _render(views: LAFSViews, plan: dict, device: torch.device) -> list[dict]:
+    """The batch's views rendered on ``device`` (as the training step does)."""
+    return views.render(
+        {k: v if k == "colour" else v.to(device, non_blocking=True) for k, v in plan.items()}
+    )
 
 
 def throughput(model: tuple[str, dict], args: argparse.Namespace, device: torch.device) -> dict:
@@ -106,9 +108,10 @@ def throughput(model: tuple[str, dict], args: argparse.Namespace, device: torch.
         opt.zero_grad(set_to_none=True)
         update_ema(teacher, student, 0.996)
 
-    loader = _loader(args.batch, args.workers, device)
+    views = LAFSViews()
+    loader = _loader(views, args.batch, args.workers, device)
     batches = iter(loader)
-    fixed = _to(next(batches), device)
+    fixed = _render(views, next(batches), device)
     with FlopCounterMode(display=False) as counter:
         step(fixed)
     if device.type == "cuda":
@@ -123,11 +126,11 @@ def throughput(model: tuple[str, dict], args: argparse.Namespace, device: torch.
     t0 = time.perf_counter()
     for _ in range(args.steps):
         try:
-            views = next(batches)
+            plan = next(batches)
         except StopIteration:
             batches = iter(loader)
-            views = next(batches)
-        step(_to(views, device))
+            plan = next(batches)
+        step(_render(views, plan, device))
     _sync(device)
     with_views_s = (time.perf_counter() - t0) / args.steps
     flops = counter.get_total_flops()
@@ -231,7 +234,8 @@ def main() -> None:
         rows,
     ) + f"\n\nSSL-only LFW accuracy over {args.minutes:g} minutes of pretraining: {curve or '-'}"  # fmt: skip
     notes = (
-        f"Batch {args.batch}, {args.precision}, {args.workers} DataLoader workers make the views; "
+        f"Batch {args.batch}, {args.precision}, {args.workers} DataLoader workers load faces and "
+        "draws, views rendered on the device; "
         f"peak = best {args.precision} matmul: {peak / 1e12:,.1f} TFLOP/s."
         + (
             " Smoke run (tiny model and sizes): checks the script, not the device."

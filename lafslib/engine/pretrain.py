@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Subset, default_collate
 
 from lafslib.config import ConfigError, PretrainConfig
 from lafslib.data import open_dataset
@@ -35,13 +35,13 @@ from lafslib.engine.pretrain_setup import (
 from lafslib.engine.sampler import ResumableSampler
 from lafslib.engine.schedules import cosine_schedule, teacher_temperature, warmup_cosine
 from lafslib.engine.seeded import SeededViews
-from lafslib.engine.ssl_monitor import collapse_stats, monitor_teacher
+from lafslib.engine.ssl_monitor import collapse_stats, log_views_picture, monitor_teacher
 from lafslib.engine.ssl_network import SSLNetwork
 from lafslib.engine.state import autocast_context
 from lafslib.engine.task import RunContext, TaskParts, TrainingTask
 from lafslib.losses import DINOLoss, NeighbourQueue, koleo_loss
 from lafslib.models import DINOHead, create_model, set_drop_path
-from lafslib.transforms import collate_views
+from lafslib.transforms import LAFSViews, collate_views, move_views
 
 __all__ = [
     "PretrainTask",
@@ -89,6 +89,8 @@ class PretrainTask(TrainingTask):
         cfg, info = self.cfg, ctx.info
         self.ctx = ctx
         self.views = build_views(cfg.views)
+        # LAFS views: the loader yields each face and its draws, the step renders the views
+        self.on_device = isinstance(self.views, LAFSViews)
         d = cfg.data
         landmarks = d.landmarks if d.landmarks is not None else "auto"
         if cfg.views.kind == "lafs" and cfg.views.landmark_source == "net":
@@ -97,7 +99,7 @@ class PretrainTask(TrainingTask):
             d.train,
             labelled=False,
             landmarks=landmarks,
-            transform=self.views,
+            transform=self.views.draw if self.on_device else self.views,
             synthetic_identities=d.synthetic_identities,
             synthetic_per_identity=d.synthetic_per_identity,
             synthetic_size=d.synthetic_size,
@@ -114,7 +116,7 @@ class PretrainTask(TrainingTask):
             batch_size=d.batch_size,
             sampler=sampler,
             num_workers=d.num_workers,
-            collate_fn=collate_views,
+            collate_fn=default_collate if self.on_device else collate_views,
             drop_last=True,
             generator=torch.Generator().manual_seed(cfg.run.seed),
         )
@@ -176,16 +178,8 @@ class PretrainTask(TrainingTask):
 
     def start(self, ctx: RunContext, resumed: bool) -> None:
         """A new run logs the views of its first readable face to TensorBoard."""
-        if not ctx.info.is_main or resumed or not self.cfg.run.tensorboard:
-            return
-        from lafslib.data.base import first_readable_sample
-        from lafslib.viz import views_grid
-
-        inner = self.dataset.dataset
-        base = inner.dataset if isinstance(inner, Subset) else inner
-        sample = first_readable_sample(base)
-        if sample is not None:
-            ctx.logger.image("views", views_grid(sample, self.views(sample)), 0)
+        if ctx.info.is_main and not resumed and self.cfg.run.tensorboard:
+            log_views_picture(self.dataset.dataset, self.views, ctx.logger)
 
     def schedule(self, at: int, epoch: int) -> dict[str, float]:
         """Learning rate (linear scaling with the global batch), weight decay, teacher
@@ -220,11 +214,7 @@ class PretrainTask(TrainingTask):
         """DINO loss of the student's views against the teacher's global views (mixed with
         the neighbours' targets once the queue is full), plus KoLeo."""
         device, lc, t_temp = self.ctx.device, self.cfg.loss, scheduled["teacher_temp"]
-        batch = [
-            {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v)
-             for k, v in view.items()}
-            for view in batch
-        ]  # fmt: skip
+        batch = self._views(batch)
         global_views = [v for v in batch if v["is_global"]]
         with autocast_context(device, self.cfg.run.precision):
             with torch.no_grad():
@@ -247,6 +237,16 @@ class PretrainTask(TrainingTask):
                 loss = loss + lc.koleo_weight * self.koleo
         self.teacher_out = teacher_out
         return loss, len(batch[0]["image"])
+
+    def _views(self, batch: Any) -> list[dict[str, Any]]:
+        """The batch's views on the training device: LAFS views rendered here from the
+        loader's faces and per-sample draws; multi-crop views (made by the loader) moved."""
+        device = self.ctx.device
+        if self.on_device:  # the colour draws feed a host-side computation: they stay
+            plan = {k: v if k == "colour" else v.to(device, non_blocking=True)
+                    for k, v in batch.items()}  # fmt: skip
+            return self.views.render(plan)
+        return move_views(batch, device)
 
     def clip(self, epoch: int) -> None:
         """Per-parameter clipping; the last head layer gets no update in its frozen epochs."""

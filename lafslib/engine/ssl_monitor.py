@@ -4,15 +4,17 @@ of its SSL features (raw and PCA-whitened) on the recipe's ``.bin`` sets."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from lafslib.config import PretrainConfig
 from lafslib.engine.logging import RunLogger
 from lafslib.models.ssl_features import SSLFeatures
 
-__all__ = ["collapse_stats", "monitor_teacher"]
+__all__ = ["collapse_stats", "log_views_picture", "monitor_teacher"]
 
 
 def collapse_stats(teacher_out: list[torch.Tensor], center: torch.Tensor, temp: float) -> dict:
@@ -65,3 +67,15 @@ def monitor_teacher(
         logger.log(step, metrics, prefix=f"eval/{name}")
         logger.print(f"eval {name} @ step {step}: {shown}")
     backbone.train(was_training)
+
+
+def log_views_picture(dataset: Any, views: Any, logger: RunLogger) -> None:
+    """TensorBoard ``views``: the first readable face of ``dataset`` (a Subset of it allowed)
+    and its views, made by ``views`` as the training step makes them."""
+    from lafslib.data.base import first_readable_sample
+    from lafslib.viz import views_grid
+
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    sample = first_readable_sample(base)
+    if sample is not None:
+        logger.image("views", views_grid(sample, views(sample)), 0)
