@@ -7,8 +7,9 @@ Usage:
 A step = student forward on 2 global (14x14 tokens) + 8 local (6x6) LAFS views, teacher forward
 on the globals, DINO loss, backward, per-parameter clipping, AdamW and the EMA update. FLOPs
 are counted with ``torch.utils.flop_counter`` on one step; utilisation is FLOP/s over the
-measured peak of a large matmul in the same precision. "with data" adds view generation for
-the batch in the main process (``num_workers=0``), from synthetic faces.
+measured peak of a large matmul in the same precision. "with data" adds the batch's data in
+the main process (``num_workers=0``): synthetic faces and their views' random draws on the CPU,
+the views rendered on the device.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import default_collate
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,7 +32,7 @@ from lafslib.engine.ema import update_ema  # noqa: E402
 from lafslib.engine.pretrain import SSLNetwork, clip_gradients, param_groups  # noqa: E402
 from lafslib.losses import DINOLoss  # noqa: E402
 from lafslib.models import DINOHead, create_model  # noqa: E402
-from lafslib.transforms import LAFSViews, collate_views  # noqa: E402
+from lafslib.transforms import LAFSViews  # noqa: E402
 
 MODELS = {
     "ViT-Ti, 6 blocks (dim 192, 3 heads)": ("vit_tiny", {"depth": 6}),
@@ -59,9 +61,10 @@ def _sync(device: torch.device) -> None:
 
 
 def make_batch(views: LAFSViews, batch: int, device: torch.device) -> list[dict]:
-    data = SyntheticFaces(num_identities=batch, images_per_identity=1, transform=views)
-    out = collate_views([data[i] for i in range(batch)])
-    return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in d.items()} for d in out]
+    """Faces and their draws made per face on the CPU, the views rendered on ``device``."""
+    data = SyntheticFaces(num_identities=batch, images_per_identity=1, transform=views.draw)
+    plan = default_collate([data[i] for i in range(batch)])
+    return views.render({k: v if k == "colour" else v.to(device) for k, v in plan.items()})
 
 
 def bench_model(
@@ -151,7 +154,8 @@ def main() -> None:
     notes = (
         f"Batch {args.batch} images x (2 global + 8 local LAFS views), DINO head out_dim 65536, "
         f"{args.precision}. Peak = best {peak_dtype} square matmul: {peak / 1e9:,.0f} GFLOP/s. "
-        "'with views' generates the LAFS views of the batch in the training process."
+        "'with views' makes the faces and their draws in the training process and renders the "
+        "views on the device."
     )
     write_result(
         section, f"Pretraining step ({where})", markdown_table(header, rows), cmd, data, notes

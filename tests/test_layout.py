@@ -30,9 +30,6 @@ RANKS: dict[str, float] = {
 }
 
 MAX_LINES = 500
-# Over MAX_LINES until issue 27 (one training loop: engine/pretrain.py, engine/finetune.py)
-# lands; remove them then.
-TOO_LONG_ALLOWED = {"engine/pretrain.py", "engine/finetune.py"}
 
 
 def _modules() -> list[Path]:
@@ -103,7 +100,4 @@ def test_layering_check_finds_an_upward_import(name: str, line: str) -> None:
 def test_module_length(path: Path) -> None:
     name = path.relative_to(PACKAGE).as_posix()
     lines = len(path.read_text().splitlines())
-    if name in TOO_LONG_ALLOWED:
-        assert lines > MAX_LINES, f"lafslib/{name} is short now: remove it from TOO_LONG_ALLOWED"
-        pytest.skip(f"{name}: {lines} lines, allowed until its issue lands")
     assert lines <= MAX_LINES, f"lafslib/{name} has {lines} lines (at most {MAX_LINES})"

@@ -32,6 +32,8 @@ class RunConfig:
     """Checkpoints kept (the newest of this run; older ones are deleted)."""
     deterministic: bool = False
     """``torch.use_deterministic_algorithms`` (with warnings only)."""
+    compile: bool = False
+    """``torch.compile`` the backbone's forward (a message, and eager mode, where it cannot)."""
     tensorboard: bool = True
     """Write TensorBoard events to RUN/tb."""
     max_steps: int | None = bounded(None, ge=1)

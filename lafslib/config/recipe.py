@@ -214,6 +214,11 @@ def _check_pretrain(cfg: PretrainConfig, source: str) -> None:
         )
     d = cfg.data
     if isinstance(d.train, list):
+        if cfg.views.landmark_source == "net":
+            raise ConfigError(
+                f"{source}: views.landmark_source: net predicts landmarks for one data.train "
+                "source; annotate each source first (lafs landmarks) and list their sidecars"
+            )
         if not d.train or "synthetic" in d.train:
             raise ConfigError(
                 f"{source}: data.train lists {d.train!r}: a list needs one or more folders or "

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+# Imported before any process group exists, on purpose: its functions take
+# ``group=group.WORLD`` as a default argument, evaluated at import. Imported after
+# init_process_group (as PartialFC's lazy import did), that default pins the WORLD group for
+# the life of the interpreter: destroy_process_group cannot free it, gloo's worker threads
+# outlive it, and one that drops a finished collective's tensors during interpreter shutdown
+# needs the GIL there and aborts the process ("terminate called without an active
+# exception"). Imported here, the default is None (the current default group).
+import torch.distributed.nn.functional  # noqa: F401
 
 from lafslib.losses.collectives import all_gather_rows
 
@@ -14,10 +24,13 @@ __all__ = [
     "DistInfo",
     "init_distributed",
     "cleanup",
+    "teardown",
     "barrier",
     "all_reduce_mean",
     "all_reduce_max",
     "all_gather_rows",
+    "broadcast_error",
+    "wrap_ddp",
     "resolve_device",
 ]
 
@@ -73,9 +86,27 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 
 def cleanup() -> None:
-    """Destroy the process group if one exists."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Destroy the process group if one exists (no barrier: :func:`teardown` with
+    ``clean=False``)."""
+    teardown(clean=False)
+
+
+def teardown(clean: bool = True) -> None:
+    """End this rank's part of the job: wait for every rank at a barrier (no rank tears gloo
+    down while another still talks to it), then destroy the process group.
+
+    Args:
+        clean: False after an error on this rank: no barrier (the other ranks may never
+            reach it).
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if clean and dist.get_world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()
+    # free the modules that still hold the group (DDP's reducer, in reference cycles) now, so
+    # its worker threads are joined here and not during interpreter shutdown
+    gc.collect()
 
 
 def barrier() -> None:
@@ -99,3 +130,27 @@ def all_reduce_max(value: torch.Tensor) -> torch.Tensor:
         value = value.clone()
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return value
+
+
+def broadcast_error(message: str | None) -> str | None:
+    """Rank 0's error message (or None) on every rank, so a refusal on rank 0 stops all ranks
+    with the same message instead of leaving them waiting in a collective."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [message]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return message
+
+
+def wrap_ddp(
+    module: torch.nn.Module, info: DistInfo, find_unused_parameters: bool = False
+) -> torch.nn.Module:
+    """``module`` in DistributedDataParallel when the job has several ranks, else itself."""
+    if not info.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return DistributedDataParallel(
+        module, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+    )

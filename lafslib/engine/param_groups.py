@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["layer_id", "param_groups_layer_decay"]
+__all__ = ["layer_id", "param_groups", "param_groups_layer_decay"]
 
 
 def _num_blocks(model: nn.Module, pattern: str) -> int:
@@ -79,3 +79,21 @@ def param_groups_layer_decay(
         groups[key]["params"].append(p)
         groups[key]["names"].append(prefix + name)
     return [groups[k] for k in sorted(groups)]
+
+
+def param_groups(model: nn.Module, skip: set[str] | None = None) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices, none on biases, norms and ``skip`` names."""
+    skip = skip or set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        plain = name.removeprefix("module.").removeprefix("backbone.")
+        if p.ndim <= 1 or name.endswith(".bias") or plain in skip:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [
+        {"params": decay, "apply_wd": True},
+        {"params": no_decay, "apply_wd": False, "weight_decay": 0.0},
+    ]

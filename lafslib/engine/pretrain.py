@@ -1,53 +1,50 @@
-"""DINO / LAFS self-supervised pretraining loop (student/teacher over multi-view batches).
+"""DINO / LAFS self-supervised pretraining: the task the training loop runs.
 
 The student (backbone + DINO head) sees every view; the teacher, an EMA of the student, sees
-the global views only. Views of equal token count go through the backbone in one pass. All
-schedules are functions of the global optimizer step (plus, with ``run.schedule_by_budget``,
-an offset that keeps them abreast of the CPU budget), so resuming restores only the step, the
-offset, the CPU minutes spent, the optimizer, the centre, the neighbour queue and the RNG states.
+the global views only. Views of equal token count go through the backbone in one pass. The
+loop (:mod:`lafslib.engine.loop`) owns the run directory, resume, checkpoints, metrics, the CPU
+budget, precision and the distributed set-up; this task gives it the networks, the batch step
+and its state: student, teacher, DINO centre and the neighbour queue.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset, default_collate
 
-from lafslib.config import ConfigError, PretrainConfig, ViewsConfig, config_to_dict
-from lafslib.data import open_dataset
-from lafslib.engine.checkpoint import (
-    prune_checkpoints,
-    restoring,
-    resume_checkpoint,
-    save_checkpoint,
-)
-from lafslib.engine.cputime import CPUClock
-from lafslib.engine.distributed import (
-    DistInfo,
-    all_reduce_max,
-    all_reduce_mean,
-    cleanup,
-    init_distributed,
-)
+from lafslib.config import ConfigError, PretrainConfig
+from lafslib.engine.clipping import clip_gradients
+from lafslib.engine.compile import compile_methods
+from lafslib.engine.distributed import all_reduce_mean, wrap_ddp
 from lafslib.engine.ema import update_ema
-from lafslib.engine.logging import RunLogger
-from lafslib.engine.rundir import prepare_run_dir, write_run_files
+from lafslib.engine.loop import run_task
+from lafslib.engine.optim import adamw
+from lafslib.engine.param_groups import param_groups
+from lafslib.engine.pretrain_setup import (
+    build_views,
+    check_flatten_views,
+    check_whitening_folder,
+    freeze_parameters,
+    net_landmarks,
+    open_pretrain_data,
+)
 from lafslib.engine.sampler import ResumableSampler
 from lafslib.engine.schedules import cosine_schedule, teacher_temperature, warmup_cosine
-from lafslib.engine.state import autocast_context, rng_state, seed_everything, set_rng_state
+from lafslib.engine.seeded import SeededViews
+from lafslib.engine.ssl_monitor import collapse_stats, log_views_picture, monitor_teacher
+from lafslib.engine.ssl_network import SSLNetwork
+from lafslib.engine.state import autocast_context
+from lafslib.engine.task import RunContext, TaskParts, TrainingTask
 from lafslib.losses import DINOLoss, NeighbourQueue, koleo_loss
 from lafslib.models import DINOHead, create_model, set_drop_path
-from lafslib.models.ssl_features import SSLFeatures
-from lafslib.transforms import MultiCropViews, collate_views, group_views
+from lafslib.transforms import LAFSViews, collate_views, move_views
 
 __all__ = [
+    "PretrainTask",
     "SSLNetwork",
     "SeededViews",
     "build_views",
@@ -56,245 +53,6 @@ __all__ = [
     "param_groups",
     "pretrain",
 ]
-
-
-class SeededViews(Dataset):
-    """Seed the view RNG from (seed, epoch, index), so a sample's views do not depend on the
-    world size, the rank, the number of workers or the resume point."""
-
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset = dataset
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
-            return self.dataset[index]
-
-
-class SSLNetwork(nn.Module):
-    """Backbone + DINO head applied to a list of views, one backbone pass per token count.
-
-    With ``mosaic_views`` (LAFS views: patches already sampled at the landmarks), a backbone
-    that samples its own patches (Part fViT) runs its transformer on the mosaics; on whole-image
-    views (multi-crop) it predicts its landmarks itself.
-    """
-
-    def __init__(self, backbone: nn.Module, head: nn.Module, mosaic_views: bool = True) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-        self.mosaic_views = mosaic_views
-
-    def forward(
-        self, views: list[dict[str, torch.Tensor]], return_features: bool = False
-    ) -> list[torch.Tensor] | tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Head outputs, one (B, out_dim) tensor per view, in view order; with
-        ``return_features`` also the backbone's SSL features, one (B, ssl_dim) per view."""
-        outputs: list[torch.Tensor] = [torch.empty(0)] * len(views)
-        features: list[torch.Tensor] = [torch.empty(0)] * len(views)
-        samples_patches = hasattr(self.backbone, "landmark_net")
-        encoder = self.backbone.vit if samples_patches and self.mosaic_views else self.backbone
-        for indices, merged in group_views(views):
-            centers = (
-                None if samples_patches and not self.mosaic_views else merged.get("token_centers")
-            )
-            feats = encoder.forward_ssl(merged["image"], merged.get("keypoints"), centers)
-            for i, chunk, feat in zip(
-                indices, self.head(feats).chunk(len(indices)), feats.chunk(len(indices))
-            ):
-                outputs[i], features[i] = chunk, feat
-        return (outputs, features) if return_features else outputs
-
-
-def net_landmarks(cfg: PretrainConfig, run_dir: Path, info: DistInfo, logger: RunLogger) -> Path:
-    """``views.landmark_source: net``: the landmarks of a learned landmark CNN (the one of an
-    exported Part fViT, e.g. LAFS stage 1) for every training image, predicted once on the
-    aligned face into ``RUN/landmarks_net.npz`` and then moved with each view's crop and flip
-    like any sidecar landmarks."""
-    from lafslib.config import ConfigError
-    from lafslib.data.annotate import annotate_dataset
-    from lafslib.engine.distributed import barrier
-    from lafslib.landmarks.detectors import LearnedLandmarkDetector
-
-    v = cfg.views
-    if not v.landmark_net:
-        raise ConfigError(
-            "views.landmark_source=net needs views.landmark_net: the export of a Part fViT "
-            "whose landmark CNN predicts the landmarks (recipes/finetune/partfvit_stage1_*.yaml)"
-        )
-    out = run_dir / "landmarks_net.npz"
-    if info.is_main and not out.is_file():
-        detector = LearnedLandmarkDetector(v.landmark_net, device=str(info.device))
-        if detector.num_points != v.num_landmarks:
-            raise ConfigError(
-                f"views.num_landmarks is {v.num_landmarks} but the landmark CNN of "
-                f"{v.landmark_net} predicts {detector.num_points} landmarks"
-            )
-        logger.print(f"predicting {detector.num_points} landmarks per image with {v.landmark_net}")
-        annotate_dataset(cfg.data.train, out, detector, points="native")
-    barrier()
-    return out
-
-
-def build_views(v: ViewsConfig) -> Any:
-    """The view generator described by a recipe's ``views`` section."""
-    if v.kind == "multicrop":
-        return MultiCropViews(
-            global_views=v.global_views,
-            local_views=v.local_views,
-            image_size=v.image_size,
-            local_size=v.local_size,
-            global_scale=v.global_scale,
-            local_scale=v.local_scale,
-            patch_size=v.patch_size,
-            colour_strength=v.colour_strength,
-            relight_strength=v.relight_strength,
-        )
-    from lafslib.transforms import LAFSViews
-
-    return LAFSViews(
-        global_views=v.global_views,
-        local_views=v.local_views,
-        num_landmarks=v.num_landmarks,
-        local_landmarks=v.local_landmarks,
-        patch_size=v.patch_size,
-        sigma=v.sigma,
-        image_size=v.image_size,
-        global_scale=v.global_scale,
-        landmark_source="sidecar" if v.landmark_source == "net" else v.landmark_source,
-        grid_method=v.landmark_grid,
-        colour_strength=v.colour_strength,
-        local_layout=v.local_layout,
-        relight_strength=v.relight_strength,
-    )
-
-
-def freeze_parameters(backbone: nn.Module, prefixes: list[str]) -> int:
-    """Stop training the backbone parameters named by ``prefixes`` (a name, or a prefix that
-    ends at a module boundary: ``patch_embed`` freezes ``patch_embed.weight`` and ``.bias``);
-    the teacher, their EMA, keeps them too. Returns how many numbers are frozen.
-
-    Raises:
-        ConfigError: a prefix names no parameter (``optim.frozen`` and the value).
-    """
-    names = dict(backbone.named_parameters())
-    total = 0
-    for prefix in prefixes:
-        matched = [n for n in names if n == prefix or n.startswith(prefix + ".")]
-        if not matched:
-            modules = sorted({n.split(".")[0] for n in names})
-            raise ConfigError(
-                f"optim.frozen: {prefix!r} names no parameter of {type(backbone).__name__} "
-                f"(its top-level modules: {', '.join(modules)})"
-            )
-        for n in matched:
-            if names[n].requires_grad:
-                names[n].requires_grad_(False)
-                total += names[n].numel()
-    return total
-
-
-def param_groups(model: nn.Module, skip: set[str] | None = None) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on matrices, none on biases, norms and ``skip`` names."""
-    skip = skip or set()
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        plain = name.removeprefix("module.").removeprefix("backbone.")
-        if p.ndim <= 1 or name.endswith(".bias") or plain in skip:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [
-        {"params": decay, "apply_wd": True},
-        {"params": no_decay, "apply_wd": False, "weight_decay": 0.0},
-    ]
-
-
-def clip_gradients(model: nn.Module, clip: float) -> None:
-    """DINO's per-parameter clipping: scale each gradient whose norm exceeds ``clip``."""
-    for p in model.parameters():
-        if p.grad is not None:
-            norm = p.grad.detach().norm(2)
-            p.grad.mul_(torch.clamp(clip / (norm + 1e-6), max=1.0))
-
-
-def _collapse_stats(teacher_out: list[torch.Tensor], center: torch.Tensor, temp: float) -> dict:
-    """Teacher entropy and KL(teacher distribution || softmax of the centre)."""
-    with torch.no_grad():
-        logits = (torch.cat(teacher_out).float() - center) / temp
-        p = logits.softmax(-1)
-        log_p = logits.log_softmax(-1)
-        entropy = -(p * log_p).sum(-1).mean()
-        mean_p = p.mean(0)
-        log_c = (center.float() / temp).log_softmax(-1)[0]
-        kl = (mean_p * (mean_p.clamp_min(1e-12).log() - log_c)).sum()
-    return {"teacher_entropy": float(entropy), "kl_to_center": float(kl)}
-
-
-def _monitor(
-    cfg: PretrainConfig, backbone: nn.Module, device: torch.device, step: int, logger: RunLogger
-) -> None:
-    """Verification accuracy of the teacher's SSL features on the recipe's ``.bin`` sets, and
-    with ``eval.whiten`` also of the features PCA-whitened on that folder's faces."""
-    from lafslib.data.verification import load_bin
-    from lafslib.evaluation.embed import embed_images
-    from lafslib.evaluation.verification import evaluate_embeddings
-    from lafslib.evaluation.whitening import fit_whitening
-
-    if not logger.is_main:
-        return
-    was_training = backbone.training
-    e = cfg.eval
-    model = SSLFeatures(backbone).eval()
-    white = None
-    if e.whiten:
-        white, _ = fit_whitening(
-            model, e.whiten, e.whiten_shrink, e.batch_size, device, e.whiten_images, cfg.run.seed
-        )
-    for b in e.bins:
-        images, issame = load_bin(b)
-        emb = embed_images(model, images, e.batch_size, e.flip, device)
-        r = evaluate_embeddings(emb, issame)
-        metrics = {"accuracy": r["accuracy"], "accuracy_std": r["accuracy_std"]}
-        shown = f"accuracy {100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}"
-        if white is not None:  # summed over the flip: the bias counts once per view
-            views = 2 if e.flip else 1
-            w = evaluate_embeddings(
-                emb @ white.weight.cpu().numpy().T + views * white.bias.cpu().numpy(), issame
-            )
-            metrics.update(whitened_accuracy=w["accuracy"], whitened_accuracy_std=w["accuracy_std"])
-            shown += f", whitened {100 * w['accuracy']:.2f} +- {100 * w['accuracy_std']:.2f}"
-        name = Path(b).stem
-        logger.log(step, metrics, prefix=f"eval/{name}")
-        logger.print(f"eval {name} @ step {step}: {shown}")
-    backbone.train(was_training)
-
-
-def _check_whitening_folder(cfg: PretrainConfig, feature_dim: int) -> None:
-    """``eval.whiten`` exists and holds enough faces to whiten ``feature_dim`` features: a
-    recipe that would fail at its first evaluation fails before the first step."""
-    from lafslib.errors import InputNotFoundError
-    from lafslib.io import list_images
-
-    e = cfg.eval
-    if not e.whiten or not (e.every and e.bins):
-        return
-    if not Path(e.whiten).is_dir():
-        raise InputNotFoundError(f"eval.whiten: folder not found: {e.whiten}")
-    n = min(len(list_images(e.whiten)), e.whiten_images)
-    if e.whiten_shrink == 0 and n <= feature_dim:
-        raise ConfigError(
-            f"eval.whiten: {n} faces cannot whiten the {feature_dim}-dimensional SSL feature "
-            f"without shrinkage: raise eval.whiten_images, use a larger folder or set "
-            f"eval.whiten_shrink > 0"
-        )
 
 
 def pretrain(cfg: PretrainConfig, resume: str | None = None, overwrite: bool = False) -> Path:
@@ -306,311 +64,227 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None, overwrite: bool = F
             (then ``run.output_dir`` must be empty or new).
         overwrite: move a previous run in ``run.output_dir`` aside first.
     """
-    info: DistInfo = init_distributed(cfg.run.device)
-    try:
-        return _pretrain(cfg, info, resume, overwrite)
-    finally:
-        cleanup()
+    return run_task(PretrainTask, cfg, resume, overwrite)
 
 
-def _pretrain(cfg: PretrainConfig, info: DistInfo, resume: str | None, overwrite: bool) -> Path:
-    device = info.device
-    if cfg.run.precision == "fp16" and device.type != "cuda":
-        raise ValueError("run.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    seed_everything(cfg.run.seed)  # identical initial weights on every rank
-    if cfg.run.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    run_dir = prepare_run_dir(cfg, info.world_size, info.is_main, resume, overwrite)
-    logger = RunLogger(run_dir, info.is_main, cfg.run.tensorboard)
+class PretrainTask(TrainingTask):
+    """DINO student/teacher over LAFS or multi-crop views, with optional neighbour targets
+    and KoLeo.
 
-    views = build_views(cfg.views)
-    d = cfg.data
-    landmarks = d.landmarks if d.landmarks is not None else "auto"
-    if cfg.views.kind == "lafs" and cfg.views.landmark_source == "net":
-        landmarks = net_landmarks(cfg, run_dir, info, logger)
-    dataset = open_dataset(
-        d.train,
-        labelled=False,
-        landmarks=landmarks,
-        transform=views,
-        synthetic_identities=d.synthetic_identities,
-        synthetic_per_identity=d.synthetic_per_identity,
-        synthetic_size=d.synthetic_size,
-        seed=cfg.run.seed,
-    )
-    if d.max_images is not None:
-        dataset = Subset(dataset, range(min(d.max_images, len(dataset))))
-    dataset = SeededViews(dataset, cfg.run.seed)
-    sampler = ResumableSampler(
-        len(dataset), d.batch_size, info.rank, info.world_size, seed=cfg.run.seed
-    )
-    loader = DataLoader(
-        dataset,
-        batch_size=d.batch_size,
-        sampler=sampler,
-        num_workers=d.num_workers,
-        collate_fn=collate_views,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(cfg.run.seed),
-    )
+    Args:
+        cfg: the resolved pretraining recipe.
+    """
 
-    o = cfg.optim
-    backbone = create_model(cfg.model.name, **cfg.model.kwargs)
-    _check_whitening_folder(cfg, backbone.ssl_dim)
-    h = cfg.head
-    head = DINOHead(
-        backbone.ssl_dim,
-        h.out_dim,
-        h.hidden_dim,
-        h.bottleneck_dim,
-        h.num_layers,
-        h.use_bn,
-        h.norm_last_layer,
-    )
-    if cfg.init:
-        from lafslib.models.export import load_export_weights
+    name = "pretrain"
 
-        load_export_weights(backbone, cfg.init)
-        logger.print(f"student and teacher start from {cfg.init}")
-    frozen = freeze_parameters(backbone, o.frozen)
-    if frozen:
-        logger.print(f"frozen: {frozen} backbone parameters ({', '.join(o.frozen)})")
-    v = cfg.views
-    grid_locals = v.kind == "lafs" and v.local_layout == "grid"
-    if getattr(backbone, "flatten_pool", None) is not None and v.local_views and not grid_locals:
-        raise ConfigError(
-            "model.kwargs.ssl_pool: flatten needs the full token grid in every view, but "
-            f"views.local_views is {v.local_views} with "
-            + ("multicrop views" if v.kind == "multicrop" else "views.local_layout: mosaic")
-            + ": set views.local_views: 0, or views.kind: lafs with views.local_layout: grid"
+    def __init__(self, cfg: PretrainConfig) -> None:
+        self.cfg = cfg
+        self.queue: NeighbourQueue | None = None
+        self.state_keys = ("student", "teacher", "loss") + (
+            ("neighbours",) if cfg.loss.neighbour_weight > 0 else ()
         )
-    if o.drop_path is not None and not set_drop_path(backbone, o.drop_path) and o.drop_path > 0:
-        raise ConfigError(f"optim.drop_path: {cfg.model.name} has no blocks with drop path")
-    student = SSLNetwork(backbone, head, mosaic_views=cfg.views.kind == "lafs").to(device)
-    teacher = copy.deepcopy(student)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    teacher.eval()
-    loss_fn = DINOLoss(
-        h.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum, cfg.loss.centering
-    ).to(device)
-    lc = cfg.loss
-    queue = (
-        NeighbourQueue(lc.neighbour_queue, backbone.ssl_dim, h.out_dim, lc.neighbour_k).to(device)
-        if lc.neighbour_weight > 0
-        else None
-    )
-    skip = set(getattr(backbone, "no_weight_decay", lambda: set())())
-    optimizer = torch.optim.AdamW(param_groups(student, skip), lr=0.0)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.run.precision == "fp16")
-    # the backbone's embedding head is not used by forward_ssl: let DDP skip it
-    net = (
-        DistributedDataParallel(
-            student,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True,
+
+    def build(self, ctx: RunContext) -> TaskParts:
+        """Views, dataset and loader, then student, teacher, loss and optimizer."""
+        cfg, info = self.cfg, ctx.info
+        self.ctx = ctx
+        self.views = build_views(cfg.views)
+        # LAFS views: the loader yields each face and its draws, the step renders the views
+        self.on_device = isinstance(self.views, LAFSViews)
+        d = cfg.data
+        landmarks = d.landmarks if d.landmarks is not None else "auto"
+        if cfg.views.kind == "lafs" and cfg.views.landmark_source == "net":
+            landmarks = net_landmarks(cfg, ctx.run_dir, info, ctx.logger)
+        transform = self.views.draw if self.on_device else self.views
+        dataset = open_pretrain_data(d, landmarks, transform, cfg.run.seed)
+        if d.max_images is not None:
+            dataset = Subset(dataset, range(min(d.max_images, len(dataset))))
+        self.dataset = SeededViews(dataset, cfg.run.seed)
+        sampler = ResumableSampler(
+            len(self.dataset), d.batch_size, info.rank, info.world_size, seed=cfg.run.seed
         )
-        if info.distributed
-        else student
-    )
+        loader = DataLoader(
+            self.dataset,
+            batch_size=d.batch_size,
+            sampler=sampler,
+            num_workers=d.num_workers,
+            collate_fn=default_collate if self.on_device else collate_views,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(cfg.run.seed),
+        )
+        optimizer = self._networks(ctx)
+        return TaskParts(loader, sampler, self.dataset, optimizer, self.student, len(self.dataset))
 
-    steps_per_epoch = max(sampler.batches_per_epoch // o.accumulate, 1)
-    total_steps = o.epochs * steps_per_epoch
-    last_step = min(total_steps, cfg.run.max_steps) if cfg.run.max_steps else total_steps
-    global_batch = d.batch_size * info.world_size * o.accumulate
-    peak_lr = o.lr * global_batch / 256.0
-    warmup = o.warmup_epochs * steps_per_epoch
-    temp_per_step = cfg.loss.teacher_temp_schedule == "step"
-    temp_warmup = cfg.loss.warmup_teacher_temp_epochs * (steps_per_epoch if temp_per_step else 1)
+    def _networks(self, ctx: RunContext) -> torch.optim.Optimizer:
+        """Student, teacher, DINO loss, neighbour queue; returns the student's AdamW."""
+        cfg, o, h, lc = self.cfg, self.cfg.optim, self.cfg.head, self.cfg.loss
+        backbone = create_model(cfg.model.name, **cfg.model.kwargs)
+        check_whitening_folder(cfg, backbone.ssl_dim)
+        head = DINOHead(backbone.ssl_dim, h.out_dim, h.hidden_dim, h.bottleneck_dim,
+                        h.num_layers, h.use_bn, h.norm_last_layer)  # fmt: skip
+        if cfg.init:
+            from lafslib.models.export import load_export_weights
 
-    step = 0
-    # the schedules read step + offset; the offset grows when the CPU budget runs ahead of steps
-    schedule_offset = 0
-    cpu_carried = 0.0
-    ckpt_dir = run_dir / "checkpoints"
-    keys = ("student", "teacher", "optimizer", "scaler", "loss", "rng") + (
-        ("neighbours",) if queue is not None else ()
-    )
-    found = resume_checkpoint(ckpt_dir, resume, "pretrain", keys) if resume else None
-    if found is not None:
-        path, state = found
-        with restoring(path):
-            student.load_state_dict(state["student"])
-            teacher.load_state_dict(state["teacher"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            loss_fn.load_state_dict(state["loss"])
-            if queue is not None:
-                queue.load_state_dict(state["neighbours"])
-            step = int(state["step"])
-            schedule_offset = int(state.get("schedule_offset", 0))
-            cpu_carried = float(state.get("cpu_minutes", 0.0))
-            set_rng_state(state["rng"])
-        logger.print(f"resumed from {path} at step {step}")
-    logger.resume_at(step)
-    write_run_files(run_dir, cfg, info.world_size, info.is_main)
+            load_export_weights(backbone, cfg.init)
+            ctx.logger.print(f"student and teacher start from {cfg.init}")
+        frozen = freeze_parameters(backbone, o.frozen)
+        if frozen:
+            ctx.logger.print(f"frozen: {frozen} backbone parameters ({', '.join(o.frozen)})")
+        check_flatten_views(cfg, backbone)
+        if o.drop_path is not None and not set_drop_path(backbone, o.drop_path) and o.drop_path > 0:
+            raise ConfigError(f"optim.drop_path: {cfg.model.name} has no blocks with drop path")
+        device = ctx.device
+        self.student = SSLNetwork(backbone, head, mosaic_views=cfg.views.kind == "lafs")
+        self.student = self.student.to(device)
+        self.teacher = copy.deepcopy(self.student)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher.eval()
+        if cfg.run.compile:  # after the copy: the teacher gets its own compiled forward
+            compile_methods(
+                [(net.encoder, "forward_ssl") for net in (self.student, self.teacher)],
+                device,
+                ctx.logger.print,
+            )
+        self.loss_fn = DINOLoss(h.out_dim, lc.student_temp, lc.center_momentum, lc.centering)
+        self.loss_fn = self.loss_fn.to(device)
+        if lc.neighbour_weight > 0:
+            self.queue = NeighbourQueue(
+                lc.neighbour_queue, backbone.ssl_dim, h.out_dim, lc.neighbour_k
+            ).to(device)
+        skip = set(getattr(backbone, "no_weight_decay", lambda: set())())
+        optimizer = adamw(param_groups(self.student, skip), device, lr=0.0)
+        # the backbone's embedding head is not used by forward_ssl: let DDP skip it
+        self.net = wrap_ddp(self.student, ctx.info, find_unused_parameters=True)
+        self.optimizer = optimizer
+        return optimizer
 
-    def save(at_step: int) -> None:
-        if not info.is_main:
-            return
-        state = {
-            "student": student.state_dict(),
-            "teacher": teacher.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "loss": loss_fn.state_dict(),
-            "step": at_step,
-            "schedule_offset": schedule_offset,
-            "cpu_minutes": clock.minutes(),
-            "rng": rng_state(),
-            "config": config_to_dict(cfg),
-        }
-        if queue is not None:
-            state["neighbours"] = queue.state_dict()
-        save_checkpoint(ckpt_dir / f"step_{at_step:08d}.pt", state)
-        prune_checkpoints(ckpt_dir, cfg.run.keep_last, upto=at_step)
+    def describe(self, ctx: RunContext, last_step: int) -> str:
+        d, info = self.cfg.data, ctx.info
+        global_batch = d.batch_size * info.world_size * self.cfg.optim.accumulate
+        return (
+            f"pretraining {self.cfg.model.name} on {len(self.dataset)} images: {last_step} steps "
+            f"({ctx.steps_per_epoch}/epoch), global batch {global_batch}, world size "
+            f"{info.world_size}, device {info.device}, run dir {ctx.run_dir}"
+        )
 
-    if info.is_main and step == 0 and cfg.run.tensorboard:
-        from lafslib.data.base import first_readable_sample
-        from lafslib.viz import views_grid
+    def start(self, ctx: RunContext, resumed: bool) -> None:
+        """A new run logs the views of its first readable face to TensorBoard."""
+        if ctx.info.is_main and not resumed and self.cfg.run.tensorboard:
+            log_views_picture(self.dataset.dataset, self.views, ctx.logger)
 
-        base = dataset.dataset.dataset if isinstance(dataset.dataset, Subset) else dataset.dataset
-        sample = first_readable_sample(base)
-        if sample is not None:
-            logger.image("views", views_grid(sample, views(sample)), 0)
-    logger.print(
-        f"pretraining {cfg.model.name} on {len(dataset)} images: {last_step} steps "
-        f"({steps_per_epoch}/epoch), global batch {global_batch}, world size {info.world_size}, "
-        f"device {device}, run dir {run_dir}"
-    )
-    student.train()
-    clock = CPUClock(cpu_carried)
-
-    def budget_used(cpu_minutes: float) -> float:
-        """Share of ``run.max_cpu_minutes`` used, the largest over ranks (so every rank stops
-        and schedules alike); 0 without a budget."""
-        if cfg.run.max_cpu_minutes is None:
-            return 0.0
-        used = torch.tensor([cpu_minutes / cfg.run.max_cpu_minutes], dtype=torch.float64)
-        return float(all_reduce_max(used.to(device)))
-
-    t_start = time.time()
-    images_seen = 0
-    micro = 0
-    while step < last_step:
-        epoch = step // steps_per_epoch
-        sampler.set_epoch(epoch, (step % steps_per_epoch) * o.accumulate)
-        dataset.epoch = epoch
-        for batch in loader:
-            at = step + schedule_offset
-            lr = warmup_cosine(at, total_steps, warmup, peak_lr, o.min_lr)
-            wd = cosine_schedule(at, total_steps, o.weight_decay, o.weight_decay_end)
-            momentum = cosine_schedule(at, total_steps, o.momentum_teacher, 1.0)
-            t_temp = teacher_temperature(
-                at if temp_per_step else at // steps_per_epoch,
+    def schedule(self, at: int, epoch: int) -> dict[str, float]:
+        """Learning rate (linear scaling with the global batch), weight decay, teacher
+        momentum and temperature at schedule position ``at``."""
+        cfg, o, ctx = self.cfg, self.cfg.optim, self.ctx
+        total, per_epoch = ctx.total_steps, ctx.steps_per_epoch
+        global_batch = cfg.data.batch_size * ctx.info.world_size * o.accumulate
+        per_step = cfg.loss.teacher_temp_schedule == "step"
+        temp_warmup = cfg.loss.warmup_teacher_temp_epochs * (per_epoch if per_step else 1)
+        lr = warmup_cosine(at, total, o.warmup_epochs * per_epoch, o.lr * global_batch / 256.0,
+                           o.min_lr)  # fmt: skip
+        wd = cosine_schedule(at, total, o.weight_decay, o.weight_decay_end)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            if group["apply_wd"]:
+                group["weight_decay"] = wd
+        return {
+            "lr": lr,
+            "wd": wd,
+            "momentum": cosine_schedule(at, total, o.momentum_teacher, 1.0),
+            "teacher_temp": teacher_temperature(
+                at if per_step else at // per_epoch,
                 temp_warmup,
                 cfg.loss.warmup_teacher_temp,
                 cfg.loss.teacher_temp,
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-                if group["apply_wd"]:
-                    group["weight_decay"] = wd
-            batch = [
-                {
-                    k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v)
-                    for k, v in view.items()
-                }
-                for view in batch
-            ]
-            global_views = [v for v in batch if v["is_global"]]
-            with autocast_context(device, cfg.run.precision):
-                with torch.no_grad():
-                    teacher_out, teacher_feats = teacher(global_views, return_features=True)
-                student_out, student_feats = net(batch, return_features=True)
-                loss = loss_fn(student_out, teacher_out, t_temp)
-                if queue is not None:
-                    if queue.ready:
-                        neighbour_out = [queue.targets(f) for f in teacher_feats]
-                        neighbour_loss = loss_fn(
-                            student_out, neighbour_out, t_temp, update_center=False
-                        )
-                        loss = torch.lerp(loss, neighbour_loss, lc.neighbour_weight)
-                    queue.push(teacher_feats[0], teacher_out[0])
-                dino_loss = loss
-                if cfg.loss.koleo_weight:
-                    koleo = sum(
-                        koleo_loss(f) for f, v in zip(student_feats, batch) if v["is_global"]
+            ),
+        }
+
+    def loss(
+        self, batch: Any, scheduled: dict[str, float], step: int, micro: int
+    ) -> tuple[torch.Tensor, int]:
+        """DINO loss of the student's views against the teacher's global views (mixed with
+        the neighbours' targets once the queue is full), plus KoLeo."""
+        device, lc, t_temp = self.ctx.device, self.cfg.loss, scheduled["teacher_temp"]
+        batch = self._views(batch)
+        global_views = [v for v in batch if v["is_global"]]
+        with autocast_context(device, self.cfg.run.precision):
+            with torch.no_grad():
+                teacher_out, teacher_feats = self.teacher(global_views, return_features=True)
+            student_out, student_feats = self.net(batch, return_features=True)
+            loss = self.loss_fn(student_out, teacher_out, t_temp)
+            if self.queue is not None:
+                if self.queue.ready:
+                    neighbour_out = [self.queue.targets(f) for f in teacher_feats]
+                    neighbour_loss = self.loss_fn(
+                        student_out, neighbour_out, t_temp, update_center=False
                     )
-                    loss = loss + cfg.loss.koleo_weight * koleo
-            scaler.scale(loss / o.accumulate).backward()
-            micro += 1
-            images_seen += len(batch[0]["image"]) * info.world_size
-            if micro % o.accumulate:
-                continue
-            scaler.unscale_(optimizer)
-            if o.clip_grad > 0:
-                clip_gradients(student, o.clip_grad)
-            if epoch < o.freeze_last_layer_epochs:
-                for p in student.head.last_layer.parameters():
-                    p.grad = None
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            update_ema(teacher, student, momentum)
-            step += 1
-            if step % cfg.run.log_every == 0 or step == last_step:
-                cpu_minutes = clock.minutes()
-                used = budget_used(cpu_minutes)
-                if cfg.run.schedule_by_budget:
-                    schedule_offset = max(schedule_offset, math.ceil(used * total_steps) - step)
-                if used >= 1.0 or step + schedule_offset >= total_steps:
-                    last_step = step
-                elapsed = time.time() - t_start
-                # the loss is read (a host sync on GPU) only here and before checkpoints
-                loss_value = float(all_reduce_mean(loss.detach()))
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"loss is {loss_value} at step {step}; stopping")
-                metrics = {
-                    "loss": loss_value,
-                    "dino_loss": float(all_reduce_mean(dino_loss.detach())),
-                    **(
-                        {"koleo": float(all_reduce_mean(koleo.detach()))}
-                        if cfg.loss.koleo_weight
-                        else {}
-                    ),
-                    "cpu_minutes": cpu_minutes,
-                    "schedule_step": at,
-                    "lr": lr,
-                    "wd": wd,
-                    "momentum": momentum,
-                    "teacher_temp": t_temp,
-                    "img_per_s": images_seen / max(elapsed, 1e-9),
-                    "epoch": epoch,
-                    **_collapse_stats(teacher_out, loss_fn.center, t_temp),
-                }
-                logger.log(step, metrics)
-                logger.line(
-                    step,
-                    last_step,
-                    metrics["img_per_s"],
-                    elapsed,
-                    {k: metrics[k] for k in ("loss", "lr", "wd", "momentum", "teacher_temp")},
+                    loss = torch.lerp(loss, neighbour_loss, lc.neighbour_weight)
+                self.queue.push(teacher_feats[0], teacher_out[0])
+            self.dino_loss = loss
+            if lc.koleo_weight:
+                self.koleo = sum(
+                    koleo_loss(f) for f, v in zip(student_feats, batch) if v["is_global"]
                 )
-            if (
-                cfg.eval.every
-                and cfg.eval.bins
-                and (step % cfg.eval.every == 0 or step == last_step)
-            ):
-                with clock.exclude():
-                    _monitor(cfg, teacher.backbone, device, step, logger)
-            if step % cfg.run.checkpoint_every == 0 or step == last_step:
-                if not math.isfinite(float(loss.detach())):
-                    raise FloatingPointError(f"loss is {float(loss)} at step {step}; stopping")
-                save(step)
-            if step >= last_step or step % steps_per_epoch == 0:
-                break
-    logger.close()
-    return run_dir
+                loss = loss + lc.koleo_weight * self.koleo
+        self.teacher_out = teacher_out
+        return loss, len(batch[0]["image"])
+
+    def _views(self, batch: Any) -> list[dict[str, Any]]:
+        """The batch's views on the training device: LAFS views rendered here from the
+        loader's faces and per-sample draws; multi-crop views (made by the loader) moved."""
+        device = self.ctx.device
+        if self.on_device:  # the colour draws feed a host-side computation: they stay
+            plan = {k: v if k == "colour" else v.to(device, non_blocking=True)
+                    for k, v in batch.items()}  # fmt: skip
+            return self.views.render(plan)
+        return move_views(batch, device)
+
+    def clip(self, epoch: int) -> None:
+        """Per-parameter clipping; the last head layer gets no update in its frozen epochs."""
+        if self.cfg.optim.clip_grad > 0:
+            clip_gradients(self.student, self.cfg.optim.clip_grad)
+        if epoch < self.cfg.optim.freeze_last_layer_epochs:
+            for p in self.student.head.last_layer.parameters():
+                p.grad = None
+
+    def after_step(self, scheduled: dict[str, float]) -> None:
+        """The teacher follows the student (EMA with the scheduled momentum)."""
+        update_ema(self.teacher, self.student, scheduled["momentum"])
+
+    def metrics(
+        self, loss: float, scheduled: dict[str, float], common: dict[str, float]
+    ) -> tuple[dict[str, float], list[str]]:
+        koleo = self.cfg.loss.koleo_weight
+        metrics = {
+            "loss": loss,
+            "dino_loss": float(all_reduce_mean(self.dino_loss.detach())),
+            **({"koleo": float(all_reduce_mean(self.koleo.detach()))} if koleo else {}),
+            "cpu_minutes": common["cpu_minutes"],
+            "schedule_step": common["schedule_step"],
+            **scheduled,
+            "img_per_s": common["img_per_s"],
+            "epoch": common["epoch"],
+            **collapse_stats(self.teacher_out, self.loss_fn.center, scheduled["teacher_temp"]),
+        }
+        return metrics, ["loss", "lr", "wd", "momentum", "teacher_temp"]
+
+    def evaluate(self, step: int) -> None:
+        monitor_teacher(self.cfg, self.teacher.backbone, self.ctx.device, step, self.ctx.logger)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "student": self.student.state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+        }
+        if self.queue is not None:
+            state["neighbours"] = self.queue.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.student.load_state_dict(state["student"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.loss_fn.load_state_dict(state["loss"])
+        if self.queue is not None:
+            self.queue.load_state_dict(state["neighbours"])

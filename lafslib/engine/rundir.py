@@ -4,7 +4,9 @@ A run directory holds one run. Starting a run in a directory that is not empty i
 (:class:`~lafslib.errors.RunDirError`, naming the directory and the ways forward) unless the
 run resumes (``--resume``), or ``overwrite`` moves the old run aside to
 ``<dir>.replaced-<time>`` first: a rerun never mixes its config, metrics or checkpoints with
-another run's, and never deletes them.
+another run's, and never deletes them. The job holds the directory's lock
+(:class:`~lafslib.engine.runlock.RunLock`) from the claim to its end, so two jobs started on
+one directory at the same moment cannot both write there.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import torch
 
 from lafslib.config import dump_config
 from lafslib.engine.checkpoint import list_checkpoints, remove_stale_temporaries
+from lafslib.engine.distributed import broadcast_error
+from lafslib.engine.runlock import LOCK_NAME, RunLock
 from lafslib.errors import RunDirError
 
 __all__ = ["prepare_run_dir", "claim_run_dir", "write_run_files", "environment"]
@@ -88,7 +92,7 @@ def claim_run_dir(
         return None
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: run.output_dir is a file, not a folder")
-    if not any(run_dir.iterdir()):
+    if not any(not p.name.startswith((LOCK_NAME, f".{LOCK_NAME}")) for p in run_dir.iterdir()):
         return None
     markers = ("config.yaml", "checkpoints", "metrics.jsonl")
     if not any((run_dir / name).exists() for name in markers):
@@ -117,19 +121,53 @@ def claim_run_dir(
 
 def prepare_run_dir(
     cfg: Any, world_size: int, is_main: bool, resume: str | None = None, overwrite: bool = False
-) -> Path:
-    """Claim the run folder (:func:`claim_run_dir`) and, on rank 0, create ``checkpoints/`` and
-    remove the temporary files of killed checkpoint writes. ``config.yaml`` and ``env.json``
-    follow once the run has started (:func:`write_run_files`), so a resume that fails leaves
-    them as they were."""
+) -> tuple[Path, RunLock | None]:
+    """Lock and claim the run folder (:func:`claim_run_dir`) and, on rank 0, create
+    ``checkpoints/`` and remove the temporary files of killed checkpoint writes.
+    ``config.yaml`` and ``env.json`` follow once the run has started (:func:`write_run_files`),
+    so a resume that fails leaves them as they were. A refusal on rank 0 is raised on every
+    rank.
+
+    Returns:
+        The run directory, and on rank 0 the held lock (the caller releases it at the end).
+
+    Raises:
+        RunDirError: the folder is locked by another job or may not be written (rank 0's
+            message, on every rank).
+    """
     run_dir = Path(cfg.run.output_dir)
+    lock = None
+    error = None
     if is_main:
+        try:
+            lock = _lock_and_claim(run_dir, resume, overwrite)
+        except RunDirError as exc:
+            error = str(exc)
+    error = broadcast_error(error)
+    if error is not None:
+        raise RunDirError(error)
+    return run_dir, lock
+
+
+def _lock_and_claim(run_dir: Path, resume: str | None, overwrite: bool) -> RunLock:
+    """Rank 0: take the lock of ``run_dir``, claim it, and prepare ``checkpoints/``."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run.output_dir is a file, not a folder")
+    lock = RunLock(run_dir)
+    lock.acquire()
+    try:
         moved = claim_run_dir(run_dir, resume, overwrite)
-        if moved is not None:
+        if moved is not None:  # the lock went with the old run: take it in the new folder
+            lock.held = False
+            (moved / LOCK_NAME).unlink(missing_ok=True)
+            lock.acquire()
             print(f"moved the previous run in {run_dir} to {moved}", flush=True)
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir / "checkpoints")
-    return run_dir
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def write_run_files(run_dir: str | Path, cfg: Any, world_size: int, is_main: bool) -> None:

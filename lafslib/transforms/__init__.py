@@ -7,7 +7,8 @@ from lafslib.transforms.landmark import (
     shuffle_landmarks,
     subset_landmarks,
 )
-from lafslib.transforms.views import LAFSViews, MultiCropViews, collate_views, group_views
+from lafslib.transforms.view_batch import collate_views, group_views, move_views
+from lafslib.transforms.views import LAFSViews, MultiCropViews
 
 __all__ = [
     "LAFSViews",
@@ -16,6 +17,7 @@ __all__ = [
     "collate_views",
     "flip_landmarks",
     "group_views",
+    "move_views",
     "perturb_landmarks",
     "shuffle_landmarks",
     "subset_landmarks",

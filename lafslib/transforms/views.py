@@ -10,7 +10,7 @@ LAFS differ only in where the pixels come from.
 
 A view is a dict ``{"image": float (3, S, S) in [-1, 1], "token_centers": float (n, 2) in [0, 1]
 (where each token came from, in source-image coordinates), "is_global": bool}``; global views
-come first. :func:`collate_views` stacks a batch view by view.
+come first. :mod:`~lafslib.transforms.view_batch` stacks, moves and groups them.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from torchvision.transforms import v2
 from lafslib.errors import DataError
 from lafslib.landmarks.grid import FLIP_5, grid_flip_index, landmark_grid
 from lafslib.landmarks.template import landmarks68_to_5, template_for_size
-from lafslib.transforms.landmark import flip_landmarks, perturb_landmarks, subset_landmarks
+from lafslib.transforms.landmark import flip_landmarks
 from lafslib.transforms.photometric import ColourAugment
-from lafslib.transforms.relight import relight
+from lafslib.transforms.relight import relight, relight_uniforms
 
-__all__ = ["LAFSViews", "MultiCropViews", "collate_views", "group_views"]
+__all__ = ["LAFSViews", "MultiCropViews"]
 
 
 def _grid_centers(grid: int) -> torch.Tensor:
@@ -300,7 +300,7 @@ class LAFSViews:
         """
         b, p = len(centers), self.patch_size
         c = (centers * 2 - 1).view(b, side, 1, side, 1, 2)
-        grid = (c + self._offsets).view(b, side * p, side * p, 2)
+        grid = (c + self._offsets.to(c.device)).view(b, side * p, side * p, 2)
         return F.grid_sample(
             images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )
@@ -331,26 +331,21 @@ class LAFSViews:
             top[bad], left[bad] = (h - ch[bad]) // 2, (w - cw[bad]) // 2
         return np.stack([top, left, ch, cw], 1)
 
-    def _grid_locals(
-        self, images: torch.Tensor, centers: torch.Tensor, keypoints: Sequence[torch.Tensor]
-    ) -> list[dict[str, Any]]:
-        """Local views in the global layout: (L, C, S, S) crops, (L, N, 2) centres in [0, 1].
+    def draw(self, sample: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The per-sample part of the views (CPU, e.g. in a DataLoader worker): the face as
+        uint8, where its landmarks go in every view, and every random draw of the views.
 
-        Each view is the full mosaic of its crop with the patches of all but
-        ``local_landmarks`` distinct landmarks set to zero.
+        The draws come from the global torch RNG in one fixed order (crops and flips,
+        relighting, colour, landmark noise, local subsets), so seeding it per sample makes a
+        sample's views independent of batch, rank and device. :meth:`render` turns a batch
+        of these (stacked by ``torch.utils.data.default_collate``) into the views.
+
+        Returns:
+            ``image`` uint8 (3, H, W); ``points`` (V, N + 5, 2) grid landmarks and 5 keypoints
+            in view pixels; ``gx`` / ``gy`` (V, S) source coordinates of the view pixels in
+            [-1, 1]; ``relight`` (V, 2) or (V, 0); ``colour`` float64 (V, 9); ``noise``
+            (V, N, 2); ``subset`` int64 (L, k) landmarks of the L local views.
         """
-        n_loc, n, p = len(images), self.num_landmarks, self.patch_size
-        mosaics = self._mosaics(images, centers, self.grid)
-        _, keep = subset_landmarks(centers, self.local_landmarks, replace=False)
-        visible = torch.zeros(n_loc, n).scatter_(1, keep, 1.0).view(n_loc, 1, self.grid, self.grid)
-        mosaics = mosaics * visible.repeat_interleave(p, 2).repeat_interleave(p, 3)
-        return [
-            {"image": im, "token_centers": c, "keypoints": kp, "is_global": False}
-            for im, c, kp in zip(mosaics.unbind(0), centers.unbind(0), keypoints)
-        ]
-
-    def __call__(self, sample: dict[str, Any]) -> list[dict[str, Any]]:
-        """Views of ``sample["image"]`` (uint8 HxWx3) with its landmarks."""
         img = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
         h, w = img.shape[-2:]
         grid_pts, five = self._landmarks(sample, h)
@@ -364,80 +359,123 @@ class LAFSViews:
         scale = np.stack([s / cw, s / ch], 1)[:, None]
         moved = (pts - np.stack([left, top], 1)[:, None]) * scale  # (V, P, 2)
         moved[flip] = flip_landmarks(moved[flip], s, self.flip_all)
-        moved_t = torch.from_numpy(moved.astype(np.float32))
-        # every crop + resize + flip in one bilinear grid_sample; the sampling grid is separable:
+        # crop + resize + flip as one bilinear grid_sample; the sampling grid is separable:
         # view pixel centre u + 0.5 <- source x = left + (u + 0.5) cw / s (flipped: mirrored)
         u = self._pix
         fx = np.where(flip[:, None], 1 - u, u)
-        gx = torch.from_numpy(((left[:, None] + fx * cw[:, None]) * (2 / w) - 1).astype(np.float32))
-        gy = torch.from_numpy(((top[:, None] + u * ch[:, None]) * (2 / h) - 1).astype(np.float32))
+        gx = ((left[:, None] + fx * cw[:, None]) * (2 / w) - 1).astype(np.float32)
+        gy = ((top[:, None] + u * ch[:, None]) * (2 / h) - 1).astype(np.float32)
+        lit = relight_uniforms(n_views) if self.relight_strength else torch.empty(n_views, 0)
+        colour = ColourAugment.draw(n_views)
+        noise = torch.randn((n_views, n, 2))
+        n_loc, k = self.local_views, self.local_landmarks
+        if not n_loc:
+            subset = torch.empty((0, k), dtype=torch.long)
+        elif self.local_layout == "grid":
+            subset = torch.rand((n_loc, n)).argsort(-1)[..., :k]
+        else:
+            subset = torch.randint(n, (n_loc, k))
+        return {
+            "image": img,
+            "points": torch.from_numpy(moved.astype(np.float32)),
+            "gx": torch.from_numpy(gx),
+            "gy": torch.from_numpy(gy),
+            "relight": lit,
+            "colour": colour,
+            "noise": noise,
+            "subset": subset,
+        }
+
+    def render(self, plan: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """The views of a batch of :meth:`draw` results, on their device, in a few batched
+        operations (one ``grid_sample`` for every crop, one colour pass, one per view size for
+        the mosaics).
+
+        Args:
+            plan: :meth:`draw`'s entries stacked over B samples (``image`` (B, 3, H, W), ...).
+
+        Returns:
+            One dict per view, global views first: ``image`` (B, 3, S', S'), ``token_centers``
+            (B, n, 2) and ``keypoints`` (B, 5, 2) in [0, 1], ``is_global``; as
+            :func:`collate_views` stacks the per-sample views.
+        """
+        img = plan["image"]
+        b, s, n, g = len(img), self.size, self.num_landmarks, self.global_views
+        n_views = g + self.local_views
+        gx, gy = plan["gx"].reshape(b * n_views, s), plan["gy"].reshape(b * n_views, s)
         grid = torch.stack(
             [gx[:, None, :].expand(-1, s, -1), gy[:, :, None].expand(-1, -1, s)], dim=-1
         )
-        src = img.float().div_(255.0).expand(n_views, -1, -1, -1)
+        src = img.float().div_(255.0).repeat_interleave(n_views, 0)  # (B * V, 3, H, W)
         crops = F.grid_sample(
             src, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
-        crops = relight(crops, self.relight_strength)
-        images = self.colour(crops, self.blur_p, self.solarize_p, signed=True)
-        keypoints = (moved_t[:, n:] / s).clamp_(0, 1)
-        centers = perturb_landmarks(moved_t[:, :n], self.sigma, s).div_(s)
-        g = self.global_views
-        global_centers = centers[:g]
-        kps = keypoints.unbind(0)
+        lit = plan["relight"].reshape(b * n_views, -1)
+        crops = relight(crops, self.relight_strength, uniforms=lit)
+        images = self.colour(
+            crops, self.blur_p.repeat(b), self.solarize_p.repeat(b), signed=True,
+            uniforms=plan["colour"].reshape(b * n_views, -1),
+        )  # fmt: skip
+        moved = plan["points"].reshape(b * n_views, n + 5, 2)
+        keypoints = (moved[:, n:] / s).clamp_(0, 1).view(b, n_views, 5, 2)
+        noise = plan["noise"].reshape(b * n_views, n, 2)
+        centers = (moved[:, :n] + self.sigma * noise).clamp_(0.0, float(s)).div_(s)
+        centers = centers.view(b, n_views, n, 2)
+        images = images.view(b, n_views, *images.shape[1:])
         views = []
         if g:
-            mosaics = self._mosaics(images[:g], global_centers, self.grid).unbind(0)
-            views += [
-                {"image": im, "token_centers": c, "keypoints": kp, "is_global": True}
-                for im, c, kp in zip(mosaics, global_centers.unbind(0), kps[:g])
-            ]
-        if self.local_views and self.local_layout == "grid":
-            views += self._grid_locals(images[g:], centers[g:], kps[g:])
-        elif self.local_views:
-            local_centers, _ = subset_landmarks(centers[g:], self.local_landmarks)
-            mosaics = self._mosaics(images[g:], local_centers, self.local_grid).unbind(0)
-            views += [
-                {"image": im, "token_centers": c, "keypoints": kp, "is_global": False}
-                for im, c, kp in zip(mosaics, local_centers.unbind(0), kps[g:])
-            ]
+            c = centers[:, :g].reshape(b * g, n, 2)
+            mosaics = self._mosaics(images[:, :g].reshape(b * g, *images.shape[2:]), c, self.grid)
+            views += self._split(mosaics, c, keypoints[:, :g], True)
+        if self.local_views:
+            views += self._locals(images[:, g:], centers[:, g:], keypoints[:, g:], plan["subset"])
         return views
 
+    def _locals(
+        self,
+        images: torch.Tensor,
+        centers: torch.Tensor,
+        keypoints: torch.Tensor,
+        subset: torch.Tensor,
+    ) -> list[dict[str, Any]]:
+        """Local views of (B, L, C, S, S) crops from their (B, L, k) landmark subsets."""
+        b, n_loc, n, p = len(images), images.shape[1], self.num_landmarks, self.patch_size
+        flat_images = images.reshape(b * n_loc, *images.shape[2:])
+        flat_centers = centers.reshape(b * n_loc, n, 2)
+        index = subset.reshape(b * n_loc, -1)
+        if self.local_layout == "grid":  # the global layout, all but k landmarks blanked
+            mosaics = self._mosaics(flat_images, flat_centers, self.grid)
+            visible = torch.zeros(b * n_loc, n, device=images.device).scatter_(1, index, 1.0)
+            visible = visible.view(b * n_loc, 1, self.grid, self.grid)
+            mosaics = mosaics * visible.repeat_interleave(p, 2).repeat_interleave(p, 3)
+            return self._split(mosaics, flat_centers, keypoints, False)
+        local = torch.gather(flat_centers, -2, index[..., None].expand(*index.shape, 2))
+        mosaics = self._mosaics(flat_images, local, self.local_grid)
+        return self._split(mosaics, local, keypoints, False)
 
-def collate_views(batch: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Stack a batch of view lists into one dict of batched tensors per view index."""
-    if not batch:
-        raise ValueError("cannot collate an empty batch")
-    out = []
-    for v in range(len(batch[0])):
-        views = [item[v] for item in batch]
-        stacked: dict[str, Any] = {"is_global": bool(views[0]["is_global"])}
-        for key, value in views[0].items():
-            if isinstance(value, torch.Tensor):
-                stacked[key] = torch.stack([view[key] for view in views])
-        out.append(stacked)
-    return out
+    @staticmethod
+    def _split(
+        mosaics: torch.Tensor, centers: torch.Tensor, keypoints: torch.Tensor, is_global: bool
+    ) -> list[dict[str, Any]]:
+        """(B * V', ...) mosaics and centres and (B, V', 5, 2) keypoints -> V' view dicts."""
+        b, n_views = keypoints.shape[:2]
+        mosaics = mosaics.view(b, n_views, *mosaics.shape[1:])
+        centers = centers.view(b, n_views, *centers.shape[1:])
+        return [
+            {
+                "image": mosaics[:, v],
+                "token_centers": centers[:, v],
+                "keypoints": keypoints[:, v],
+                "is_global": is_global,
+            }
+            for v in range(n_views)
+        ]
 
-
-def group_views(views: list[dict[str, Any]]) -> list[tuple[list[int], dict[str, Any]]]:
-    """Concatenate consecutive views of equal token count for one backbone pass per group.
-
-    Returns:
-        ``[(view indices, {key: tensor concatenated along the batch})]``.
-    """
-    groups: list[tuple[list[int], dict[str, Any]]] = []
-    start = 0
-    while start < len(views):
-        end = start + 1
-        shape = views[start]["image"].shape[-2:]
-        while end < len(views) and views[end]["image"].shape[-2:] == shape:
-            end += 1
-        members = views[start:end]
-        merged = {
-            k: torch.cat([m[k] for m in members])
-            for k, val in members[0].items()
-            if isinstance(val, torch.Tensor)
-        }
-        groups.append((list(range(start, end)), merged))
-        start = end
-    return groups
+    def __call__(self, sample: dict[str, Any]) -> list[dict[str, Any]]:
+        """Views of ``sample["image"]`` (uint8 HxWx3) with its landmarks: :meth:`draw` then
+        :meth:`render` of a batch of one (the code a training step runs)."""
+        plan = {k: v[None] for k, v in self.draw(sample).items()}
+        return [
+            {k: (v[0] if torch.is_tensor(v) else v) for k, v in view.items()}
+            for view in self.render(plan)
+        ]

@@ -65,3 +65,27 @@ def test_recipe_rules_for_lists_of_sources(tmp_path):
     ):
         with pytest.raises(ConfigError, match=match):
             load_recipe(_recipe(tmp_path, bad))
+
+
+def test_pretraining_on_two_sources_and_a_bad_second_source(tmp_path, face_folder):
+    from lafslib.engine.pretrain import pretrain
+
+    face_folder(tmp_path / "a", identities=2, per_identity=4)
+    face_folder(tmp_path / "b", identities=2, per_identity=2)
+    data = {"train": [str(tmp_path / "a"), str(tmp_path / "b")], "batch_size": 4}
+    base = yaml.safe_load(DEMO.read_text())
+    base["data"].update(data)
+    base["run"].update({"output_dir": str(tmp_path / "run"), "max_steps": 2, "log_every": 1})
+    base["views"] = {"kind": "lafs", "num_landmarks": 49, "local_views": 2, "local_landmarks": 9}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(base))
+    run = pretrain(load_recipe(tmp_path / "two.yaml"))
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and "train/loss" in rows[0]
+    base["data"]["train"][1] = str(tmp_path / "not_there")
+    base["run"]["output_dir"] = str(tmp_path / "run_bad")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(base))
+    with pytest.raises(InputNotFoundError, match="not_there"):
+        pretrain(load_recipe(tmp_path / "bad.yaml"))
+    assert not list((tmp_path / "run_bad").glob("checkpoints/*"))
+    metrics = tmp_path / "run_bad" / "metrics.jsonl"
+    assert not metrics.exists() or not metrics.read_text().strip()  # no step was taken

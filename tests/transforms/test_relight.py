@@ -46,7 +46,9 @@ def test_off_and_bad_strength() -> None:
 def test_views_are_relit(kind: type) -> None:
     sample = render_face(0, 0)
     views = kind(global_views=2, local_views=0, relight_strength=0.8)
-    views.colour = lambda x, blur_p, solarize_p, signed=False: 2 * x - 1 if signed else x
+    views.colour = lambda x, blur_p, solarize_p, signed=False, uniforms=None: (
+        2 * x - 1 if signed else x
+    )
     plain = kind(global_views=2, local_views=0)
     plain.colour = views.colour
     torch.manual_seed(0)

@@ -31,7 +31,9 @@ def test_patches_sit_at_the_landmarks() -> None:
     """Without augmentation, each mosaic tile is the image patch around its landmark."""
     sample = render_face(0, 0)
     views = LAFSViews(global_views=1, local_views=0, sigma=0.0, global_scale=(1.0, 1.0))
-    views.colour = lambda x, blur_p, solarize_p, signed=False: 2 * x - 1 if signed else x
+    views.colour = lambda x, blur_p, solarize_p, signed=False, uniforms=None: (
+        2 * x - 1 if signed else x
+    )
     torch.manual_seed(3)
     v = views(sample)[0]
     img = torch.from_numpy(sample["image"]).permute(2, 0, 1).float() / 127.5 - 1
@@ -160,7 +162,9 @@ def test_grid_local_views_keep_the_layout_and_blank_the_rest() -> None:
         global_scale=(1.0, 1.0),
         local_layout="grid",
     )
-    views.colour = lambda x, blur_p, solarize_p, signed=False: 2 * x - 1 if signed else x
+    views.colour = lambda x, blur_p, solarize_p, signed=False, uniforms=None: (
+        2 * x - 1 if signed else x
+    )
     torch.manual_seed(5)
     out = views(sample)
     assert [v["is_global"] for v in out] == [True] + [False] * 6
@@ -190,3 +194,32 @@ def test_grid_local_views_validate_their_sizes() -> None:
         LAFSViews(num_landmarks=49, local_landmarks=20)
     with pytest.raises(ValueError, match="local_layout"):
         LAFSViews(local_layout="ring")
+
+
+@pytest.mark.parametrize(
+    "layout,relight", [("mosaic", 0.0), ("grid", 0.5)], ids=["mosaic", "grid-relit"]
+)
+def test_views_rendered_for_a_batch_equal_the_views_of_each_sample(
+    layout: str, relight: float
+) -> None:
+    """The training step renders a batch of per-sample draws at once (on its device); each
+    sample's views equal those of the sample alone (``views(sample)``, show-views, the
+    TensorBoard picture), so a batch's composition, the rank and the device do not change a
+    sample's views."""
+    views = LAFSViews(global_views=2, local_views=3, num_landmarks=49, local_landmarks=9,
+                      patch_size=16, local_layout=layout, relight_strength=relight)  # fmt: skip
+    samples = [render_face(i, 0) for i in range(4)]
+    plans, alone = [], []
+    for i, sample in enumerate(samples):
+        torch.manual_seed(100 + i)
+        plans.append(views.draw(sample))
+        torch.manual_seed(100 + i)
+        alone.append(views(sample))
+    batched = views.render(torch.utils.data.default_collate(plans))
+    assert len(batched) == 5 and [v["is_global"] for v in batched] == [True] * 2 + [False] * 3
+    for i in range(4):
+        for got, ref in zip(batched, alone[i]):
+            for key in ("image", "token_centers", "keypoints"):
+                torch.testing.assert_close(got[key][i], ref[key], atol=1e-6, rtol=0)
+    assert not torch.equal(batched[0]["image"][0], batched[0]["image"][1])
+    assert batched[2]["image"].shape == ((4, 3, 112, 112) if layout == "grid" else (4, 3, 48, 48))
