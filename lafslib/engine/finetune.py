@@ -159,7 +159,7 @@ class FinetuneTask(TrainingTask):
         if o.name == "sgd":
             self.optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
         else:
-            self.optimizer = adamw(groups, device, lr=o.lr)
+            self.optimizer = adamw(groups, lr=o.lr)
         self.net = wrap_ddp(model, ctx.info)
         self.use_kp = bool(
             getattr(getattr(model, "pretrained_cfg", None), "needs_keypoints", False)

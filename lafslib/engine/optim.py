@@ -1,5 +1,5 @@
-"""Optimizers as the training device runs them best: AdamW's fused kernel on CUDA, the
-default (foreach) implementation elsewhere."""
+"""Optimizers as the training device runs them best: AdamW's fused kernel (one kernel over every
+parameter) on CUDA and on CPUs, the foreach implementation where torch has no fused kernel."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ import torch
 __all__ = ["adamw"]
 
 
-def adamw(groups: list[dict[str, Any]], device: torch.device, lr: float) -> torch.optim.AdamW:
-    """AdamW over ``groups``; fused (one kernel for every parameter) when ``device`` is CUDA.
+def adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
+    """AdamW over ``groups``, fused where torch supports it on the parameters' device.
+
+    On 2 CPU threads the fused kernel steps a DINO head of 16.8M parameters about 5x faster
+    than the foreach one (benchmarks/bench_pretrain_step.py measures the step).
 
     Args:
-        groups: parameter groups (their parameters on ``device``).
-        device: the training device.
+        groups: parameter groups (their parameters on the training device).
         lr: initial learning rate (the loop's schedule sets it every step).
     """
-    return torch.optim.AdamW(groups, lr=lr, fused=True if device.type == "cuda" else None)
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except RuntimeError:  # torch < 2.4 on CPU, or a device without the fused kernel
+        return torch.optim.AdamW(groups, lr=lr)

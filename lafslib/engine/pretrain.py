@@ -153,7 +153,7 @@ class PretrainTask(TrainingTask):
                 lc.neighbour_queue, backbone.ssl_dim, h.out_dim, lc.neighbour_k
             ).to(device)
         skip = set(getattr(backbone, "no_weight_decay", lambda: set())())
-        optimizer = adamw(param_groups(self.student, skip), device, lr=0.0)
+        optimizer = adamw(param_groups(self.student, skip), lr=0.0)
         # the backbone's embedding head is not used by forward_ssl: let DDP skip it
         self.net = wrap_ddp(self.student, ctx.info, find_unused_parameters=True)
         self.optimizer = optimizer

@@ -1,4 +1,4 @@
-"""Speed options: run.compile with its fallback, fused AdamW on CUDA only, bf16 on CPU."""
+"""Speed options: run.compile with its fallback, fused AdamW, bf16 on CPU."""
 
 from __future__ import annotations
 
@@ -71,10 +71,34 @@ def test_no_compiler_means_no_compile_and_one_message(monkeypatch: pytest.Monkey
     assert RunConfig().compile is False
 
 
-def test_adamw_is_fused_on_cuda_only() -> None:
-    params = [torch.nn.Parameter(torch.zeros(2))]
-    assert adamw([{"params": params}], torch.device("cpu"), 0.1).defaults["fused"] is None
-    assert adamw([{"params": params}], torch.device("cuda"), 0.1).defaults["fused"] is True
+def test_adamw_is_fused_where_torch_has_the_kernel_and_steps_like_foreach(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(64, 32, generator=g), torch.randn(32, generator=g)]
+    grads = [[torch.randn(t.shape, generator=g) for t in start] for _ in range(4)]
+    results = []
+    for make in (lambda p: adamw(p, 0.01), lambda p: torch.optim.AdamW(p, lr=0.01, foreach=True)):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = make([{"params": params, "weight_decay": 0.05}])
+        for step in grads:
+            for p, grad in zip(params, step):
+                p.grad = grad.clone()
+            opt.step()
+        results.append((opt, [p.detach() for p in params]))
+    assert results[0][0].defaults["fused"] is True  # CPU fused kernel (torch >= 2.4)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    real = torch.optim.AdamW
+
+    def no_fused(*args, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be CUDA tensors")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", no_fused)
+    fallback = adamw([{"params": [torch.nn.Parameter(torch.zeros(2))]}], 0.1)
+    assert fallback.defaults["fused"] is None
 
 
 def test_precision_checks(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -125,7 +125,7 @@ def test_real_mobilefacenet_scores_its_published_lfw(tmp_path, mobilefacenet_ms1
     """``lafs convert`` (format detected) then ``lafs eval`` with no input flags on all 6,000 LFW
     pairs: 99.40 +- 0.1, what its publisher's code scores on the same lfw.bin (99.40 with the
     flip test, 99.38 without; ../shared/models/README.md). Without the flip test, as the CPU
-    time of 12,000 MobileFaceNet forwards (6 to 12 minutes on 2 cores) is this test's cost; the
+    time of 12,000 MobileFaceNet forwards (3 minutes on 2 idle cores, 10 on busy ones) is this test's cost; the
     flip figure (99.40 +- 0.28) is benchmarks/real_checkpoints.py's."""
     from lafslib.cli import main
 
