@@ -95,7 +95,7 @@ def throughput(model: tuple[str, dict], args: argparse.Namespace, device: torch.
     student = SSLNetwork(backbone, DINOHead(backbone.ssl_dim, out_dim)).to(device)
     teacher = copy.deepcopy(student).requires_grad_(False)
     loss_fn = DINOLoss(out_dim).to(device)
-    opt = adamw(param_groups(student), device, lr=1e-4)
+    opt = adamw(param_groups(student), lr=1e-4)
 
     def step(views: list[dict]) -> None:
         with autocast_context(device, args.precision):

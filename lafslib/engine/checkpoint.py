@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from lafslib.engine.runlock import pid_alive
 from lafslib.errors import CheckpointError, InputNotFoundError, LafsUserError, RunDirError
 
 __all__ = [
@@ -113,16 +114,6 @@ def prune_checkpoints(
         path.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Delete the temporary files of checkpoint writes whose process is gone (killed mid-write).
 
@@ -133,7 +124,7 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     folder = Path(folder)
     for p in folder.iterdir() if folder.is_dir() else ():
         m = _TMP.match(p.name)
-        if m and not _alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed

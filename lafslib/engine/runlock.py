@@ -19,12 +19,12 @@ from types import TracebackType
 
 from lafslib.errors import RunDirError
 
-__all__ = ["LOCK_NAME", "RunLock"]
+__all__ = ["LOCK_NAME", "RunLock", "pid_alive"]
 
 LOCK_NAME = "run.lock"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this host."""
     try:
         os.kill(pid, 0)
@@ -88,7 +88,7 @@ class RunLock:
         holder = _read_holder(self.path)
         if holder is None or holder.get("host") != socket.gethostname():
             return
-        if _alive(int(holder.get("pid", -1))):
+        if pid_alive(int(holder.get("pid", -1))):
             return
         # rename first: of two processes taking over the same stale lock, one wins the rename
         grave = self.run_dir / f".{LOCK_NAME}.stale.{os.getpid()}"
