@@ -201,6 +201,7 @@ def test_strictness_names_missing_unexpected_and_mismatched_keys(tmp_path):
         convert_checkpoint(tmp_path / "bad.pth", "insightface", model_name="iresnet_test")
     msg = str(err.value)
     assert "extra.weight" in msg and "bn2.bias" in msg and "prelu.weight" in msg
+    assert len(msg.splitlines()) == 1 and "MISSING 1" in msg and "SHAPE MISMATCH 1" in msg
     bad.pop("extra.weight")
     bad["prelu.weight"] = state["prelu.weight"]
     torch.save(bad, tmp_path / "missing.pth")

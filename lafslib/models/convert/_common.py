@@ -51,6 +51,19 @@ class ConversionReport:
         """No missing (unless allowed), unexpected or mismatched keys."""
         return not (self.missing or self.unexpected or self.mismatched)
 
+    def problems(self) -> str:
+        """The missing, unexpected and mis-shaped keys on one line."""
+        parts = [
+            f"{label} {len(keys)}: {short(keys, 4)}"
+            for label, keys in (
+                ("MISSING", self.missing),
+                ("UNEXPECTED", self.unexpected),
+                ("SHAPE MISMATCH", self.mismatched),
+            )
+            if keys
+        ]
+        return "; ".join(parts)
+
     def summary(self) -> str:
         """Human-readable multi-line summary."""
         lines = [

@@ -96,9 +96,11 @@ def plan_adaface(obj: Mapping[str, Any], req: Request) -> Plan:
             f"AdaFace checkpoint: keys outside 'model.*' and 'head.*': {short(sorted(rest))}"
         )
     if "input_layer.0.weight" not in backbone:
+        from lafslib.models.convert.detect import suggest_formats
+
         raise ConversionError(
             "not an AdaFace IR backbone: no 'model.input_layer.0.weight' (found "
-            f"{short(list(backbone), 4)})"
+            f"{short(list(backbone), 4)}); {suggest_formats(backbone)}"
         )
     return _ir_plan(backbone, req, bgr=True)
 

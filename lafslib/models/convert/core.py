@@ -25,7 +25,7 @@ from lafslib.models.convert._common import (
     unwrap,
 )
 from lafslib.models.convert.adaface import plan_adaface, plan_cvlface
-from lafslib.models.convert.detect import detect_format
+from lafslib.models.convert.detect import candidate_formats, detect_format
 from lafslib.models.convert.dino import dino_head_from_state, dino_head_kwargs, plan_dino
 from lafslib.models.convert.insightface import plan_insightface
 from lafslib.models.convert.lafs import plan_lafs, plan_partfvit
@@ -218,9 +218,12 @@ def convert_checkpoint(
     )
     _match(report, plan, model, allow_missing)
     if strict and not report.ok:
+        others = [f for f in candidate_formats(obj) if f != fmt]
+        hint = f"; the keys also fit --format {' / '.join(others)}" if others else ""
         raise ConversionError(
-            report.summary() + "\n(name intentionally untrained keys with --allow-missing PATTERN, "
-            "or choose the target with --model / --model-arg)"
+            f"{src} ({fmt}) does not fit '{plan.model}': {report.problems()} (name untrained "
+            "keys with --allow-missing PATTERN, or choose the target with --model / --model-arg"
+            f"{hint})"
         )
     model.load_state_dict({k: plan.state[k] for k in report.loaded}, strict=False)
     head = dino_head_from_state(plan.head) if plan.head else None

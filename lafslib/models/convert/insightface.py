@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any
 
-from lafslib.models.convert._common import ConversionError, Plan, Request, State, strip
+from lafslib.models.convert._common import ConversionError, Plan, Request, State, short, strip
 
 __all__ = ["plan_insightface", "iresnet_geometry", "iresnet_target"]
 
@@ -65,9 +65,11 @@ def plan_insightface(state: State, req: Request) -> Plan:
 
         return plan_mobilefacenet(state, req)
     if "layer1.0.bn1.weight" not in state:
+        from lafslib.models.convert.detect import suggest_formats
+
         raise ConversionError(
             "not an insightface IResNet or mbf: no 'layer1.0.bn1.weight' / "
-            "'layers.0.layers.0.weight'"
+            f"'layers.0.layers.0.weight' (found {short(list(state), 4)}); {suggest_formats(state)}"
         )
     name, kwargs = iresnet_target(iresnet_geometry(state))
     return Plan(req.model_name or name, kwargs, state)

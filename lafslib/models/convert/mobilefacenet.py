@@ -23,6 +23,7 @@ from lafslib.models.convert._common import (
     strip,
     unwrap,
 )
+from lafslib.models.convert.detect import suggest_formats
 from lafslib.models.mobilefacenet import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["plan_mobilefacenet"]
@@ -37,7 +38,8 @@ def plan_mobilefacenet(obj: Mapping[str, Any], req: Request) -> Plan:
         return _plan_paper(state, req)
     raise ConversionError(
         "not a MobileFaceNet: no 'conv1.0.weight' + 'gdconv.depthwise.weight' (paper layout) or "
-        f"'layers.0.layers.0.weight' (insightface mbf); found {short(list(state), 4)}"
+        f"'layers.0.layers.0.weight' (insightface mbf); found {short(list(state), 4)}; "
+        f"{suggest_formats(state)}"
     )
 
 
