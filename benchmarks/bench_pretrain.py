@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import markdown_table, write_result  # noqa: E402
+from _device import matmul_peak, sync  # noqa: E402
 
 from lafslib.data import SyntheticFaces  # noqa: E402
 from lafslib.engine.ema import update_ema  # noqa: E402
@@ -38,26 +39,6 @@ MODELS = {
     "ViT-Ti, 6 blocks (dim 192, 3 heads)": ("vit_tiny", {"depth": 6}),
     "ViT-S (dim 384, depth 12, 6 heads)": ("vit_small", {}),
 }
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
-    """Best FLOP/s of a square matmul (n = 2048 on CPU, 8192 on GPU)."""
-    n = 8192 if device.type == "cuda" else 2048
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    best = 0.0
-    for _ in range(5):
-        _sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
-    return best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def make_batch(views: LAFSViews, batch: int, device: torch.device) -> list[dict]:
@@ -94,16 +75,16 @@ def bench_model(
         step(batch_views)
     flops = counter.get_total_flops()
     step(batch_views)
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step(batch_views)
-    _sync(device)
+    sync(device)
     compute_s = (time.perf_counter() - t0) / steps
     t0 = time.perf_counter()
     for _ in range(max(steps // 2, 1)):
         step(make_batch(views, batch, device))
-    _sync(device)
+    sync(device)
     with_data_s = (time.perf_counter() - t0) / max(steps // 2, 1)
     return flops, compute_s, with_data_s
 
@@ -122,7 +103,7 @@ def main() -> None:
     peak_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
         args.precision
     ]
-    peak = matmul_peak(device, peak_dtype)
+    peak = matmul_peak(device, peak_dtype, 8192 if device.type == "cuda" else 2048)
     rows, data = [], {"peak_flops": peak, "batch": args.batch, "precision": args.precision}
     for label, (name, kwargs) in MODELS.items():
         flops, compute_s, with_data_s = bench_model(

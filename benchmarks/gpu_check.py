@@ -37,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, SHARED_DATA, markdown_table, publish_result  # noqa: E402
+from _device import matmul_peak, sync  # noqa: E402
 
 from lafslib.data import SyntheticFaces  # noqa: E402
 from lafslib.engine.ema import update_ema  # noqa: E402
@@ -51,24 +52,6 @@ from lafslib.transforms import LAFSViews  # noqa: E402
 MODELS = {"ViT-S": ("vit_small", {}), "ViT-B": ("vit_base", {})}
 SMOKE_MODELS = {"ViT-test": ("vit_test", {})}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int) -> float:
-    """Best FLOP/s of an n x n matmul."""
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    best = 0.0
-    for _ in range(5):
-        _sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
-    return best
 
 
 def _loader(views: LAFSViews, batch: int, workers: int, device: torch.device) -> DataLoader:
@@ -117,11 +100,11 @@ def throughput(model: tuple[str, dict], args: argparse.Namespace, device: torch.
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step(fixed)
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step(fixed)
-    _sync(device)
+    sync(device)
     compute_s = (time.perf_counter() - t0) / args.steps
     t0 = time.perf_counter()
     for _ in range(args.steps):
@@ -131,7 +114,7 @@ def throughput(model: tuple[str, dict], args: argparse.Namespace, device: torch.
             batches = iter(loader)
             plan = next(batches)
         step(_render(views, plan, device))
-    _sync(device)
+    sync(device)
     with_views_s = (time.perf_counter() - t0) / args.steps
     flops = counter.get_total_flops()
     return {

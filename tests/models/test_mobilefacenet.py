@@ -4,6 +4,7 @@ independent functional forward written from the paper's table and the checkpoint
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,6 @@ def test_grad_checkpointing_and_layer_groups_cover_every_parameter():
     plain = model(x)
     model.set_grad_checkpointing(True)
     torch.testing.assert_close(model(x), plain)
-    import re
-
     for name in ("mobilefacenet_test", "mobilefacenet_mbf"):
         m = create_model(name)
         groups = m.group_matcher()

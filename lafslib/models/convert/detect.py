@@ -27,8 +27,13 @@ def _inner(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 def candidate_formats(obj: Mapping[str, Any]) -> list[str]:
     """Formats whose layout matches the checkpoint's keys (most specific first)."""
     keys = {k.removeprefix("module.") for k in _inner(obj)}
-    has = lambda *names: all(n in keys for n in names)  # noqa: E731
-    starts = lambda prefix: any(k.startswith(prefix) for k in keys)  # noqa: E731
+
+    def has(*names: str) -> bool:
+        return all(n in keys for n in names)
+
+    def starts(prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in keys)
+
     lightning = "pytorch-lightning_version" in obj or starts("model.input_layer.")
     if has("layers.0.layers.0.weight") or has("conv1.0.weight", "gdconv.depthwise.weight"):
         return ["mobilefacenet"]
