@@ -3,8 +3,9 @@ after a change, side by side.
 
 Usage: python benchmarks/bench_pretrain_step.py [--steps 6] [--e2e-steps 30] [--before ROOT]
 
-Two recipes on 2 CPU threads: ``recipes/pretrain/cpu_small.yaml`` (batch 128, 2 global LAFS
-views of 7x7 landmark tokens) and the same with 4 local LAFS views (3x3 tokens, CLS feature).
+Three recipes on 2 CPU threads: ``recipes/pretrain/cpu_small.yaml`` (batch 128, 2 global LAFS
+views of 7x7 landmark tokens), the same with 4 local LAFS views (3x3 tokens, CLS feature), and
+DINO multi-crop (2 global 112 px crops and 4 local 48 px crops, CLS feature).
 
 1. Phases of one step in this process (this checkout), as ``lafs pretrain`` runs it: loader
    (decode, landmarks and the views' random draws per face, collation), views (rendered for
@@ -46,6 +47,11 @@ PHASES = ["loader", "views", "teacher forward", "student forward + loss", "backw
 RECIPES = {  # label -> recipe overrides
     "cpu_small": {},
     "cpu_small + 4 local LAFS views": {"views.local_views": 4, "model.kwargs.ssl_pool": "cls"},
+    "DINO multi-crop, 2 global + 4 local crops": {
+        "views.kind": "multicrop",
+        "views.local_views": 4,
+        "model.kwargs.ssl_pool": "cls",
+    },
 }
 
 

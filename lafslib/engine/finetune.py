@@ -27,7 +27,12 @@ from lafslib.data import open_dataset
 from lafslib.engine.adapters import apply_adapter as _apply_adapter
 from lafslib.engine.compile import compile_methods
 from lafslib.engine.distributed import wrap_ddp
-from lafslib.engine.finetune_data import FaceTransform, FewShotSubset, few_shot_indices
+from lafslib.engine.finetune_data import (
+    FaceTransform,
+    FewShotSubset,
+    faces_on_device,
+    few_shot_indices,
+)
 from lafslib.engine.head_init import whiten_head
 from lafslib.engine.imprint import imprint_centres
 from lafslib.engine.landmark_consistency import landmark_consistency_weight, landmark_reference
@@ -218,7 +223,7 @@ class FinetuneTask(TrainingTask):
     ) -> tuple[torch.Tensor, int]:
         """Margin loss (mixup, FRABSM mining) plus landmark consistency."""
         cfg, o, device = self.cfg, self.cfg.optim, self.ctx.device
-        x, y, kp = (t.to(device) for t in batch)
+        x, y, kp = faces_on_device(batch, device)
         mix_rng = np.random.default_rng([cfg.run.seed, self.ctx.info.rank, step, micro])
         x, kp, y, y_b, lam = mixup_batch(x, y, kp, o.mixup_alpha, o.mixup_prob, mix_rng)
         with autocast_context(device, cfg.run.precision):

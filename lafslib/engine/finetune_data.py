@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,30 +15,43 @@ from lafslib.errors import DataError
 from lafslib.landmarks.grid import FLIP_5
 from lafslib.landmarks.template import ARCFACE_TEMPLATE_112
 
-__all__ = ["FaceTransform", "FewShotSubset", "few_shot_indices"]
+__all__ = ["FaceTransform", "FewShotSubset", "faces_on_device", "few_shot_indices"]
 
 
 class FaceTransform:
-    """Sample dict -> (image (3, S, S) in [-1, 1], label, keypoints (5, 2) in [0, 1]), with a
-    random horizontal flip that mirrors the keypoints and swaps their left/right indices."""
+    """Sample dict -> ``(image uint8 (3, S, S), label, keypoints (5, 2) in [0, 1], flip)``: the
+    per-sample part of finetuning augmentation (a random horizontal flip, drawn here and
+    applied to the batch on the training device by :func:`faces_on_device`)."""
 
     def __init__(self, flip: bool = True) -> None:
         self.flip = flip
-        self.flip_index = torch.as_tensor(FLIP_5)
 
-    def __call__(self, sample: dict[str, Any]) -> tuple[torch.Tensor, int, torch.Tensor]:
+    def __call__(
+        self, sample: dict[str, Any]
+    ) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
         img = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
         h, w = img.shape[-2:]
         pts = sample.get("landmarks")
         if pts is None or len(pts) != 5:
             pts = ARCFACE_TEMPLATE_112 * np.array([w / 112.0, h / 112.0])
         kp = torch.as_tensor(np.asarray(pts), dtype=torch.float32) / torch.tensor([w, h])
-        x = img.float().div_(127.5).sub_(1.0)
-        if self.flip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
-            kp = kp[self.flip_index]
-            kp[:, 0] = 1.0 - kp[:, 0]
-        return x, int(sample["label"]), kp
+        flip = torch.tensor(bool(self.flip and torch.rand(()) < 0.5))
+        return img, int(sample["label"]), kp, flip
+
+
+def faces_on_device(
+    batch: Sequence[torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A collated :class:`FaceTransform` batch on ``device``: images (B, 3, S, S) in [-1, 1]
+    mirrored where drawn, labels (B,), keypoints (B, 5, 2) mirrored with their left/right
+    indices swapped."""
+    images, labels, kp, flip = (t.to(device, non_blocking=True) for t in batch)
+    x = images.float().div_(127.5).sub_(1.0)
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    mirrored = kp[:, FLIP_5] * torch.tensor([-1.0, 1.0], device=device) + torch.tensor(
+        [1.0, 0.0], device=device
+    )
+    return x, labels, torch.where(flip[:, None, None], mirrored, kp)
 
 
 def few_shot_indices(
@@ -86,8 +100,8 @@ class FewShotSubset(Dataset):
     def __getitem__(self, i: int) -> Any:
         load = getattr(self.dataset, "load", None)
         if load is None:
-            x, y, kp = self.dataset[self.indices[i]]
+            x, y, *rest = self.dataset[self.indices[i]]
         else:
             where = getattr(self.dataset, "location", "") or type(self.dataset).__name__
-            x, y, kp = first_readable(load, self.indices, i, f"{where} (training subset)")
-        return x, self.label_map[y], kp
+            x, y, *rest = first_readable(load, self.indices, i, f"{where} (training subset)")
+        return x, self.label_map[y], *rest

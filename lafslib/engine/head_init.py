@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from lafslib.engine.finetune_data import faces_on_device
 from lafslib.errors import ConfigError
 from lafslib.evaluation.whitening import whitening
 
@@ -95,9 +96,9 @@ def head_input_moments(
         torch.utils.data.Subset(dataset, mine), batch_size=batch_size, num_workers=num_workers
     )
     try:
-        for x, _, kp in loader:
-            x = x.to(device)
-            model(x, kp.to(device)) if use_keypoints else model(x)
+        for batch in loader:
+            x, _, kp = faces_on_device(batch, device)
+            model(x, kp) if use_keypoints else model(x)
     finally:
         hook.remove()
         model.train(was_training)

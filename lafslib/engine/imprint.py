@@ -16,6 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from lafslib.engine.finetune_data import faces_on_device
+
 __all__ = ["imprint_centres"]
 
 
@@ -41,7 +43,8 @@ def imprint_centres(
 
     Args:
         model: backbone, ``model(x[, keypoints]) -> (B, D)``.
-        dataset: yields ``(image (3, H, W), label in [0, num_classes), keypoints (K, 2))``.
+        dataset: yields :class:`~lafslib.engine.finetune_data.FaceTransform` items (uint8
+            image, label in [0, num_classes), keypoints, flip).
         num_classes: C.
         dim: D, the embedding size.
         batch_size: images per forward pass.
@@ -65,9 +68,9 @@ def imprint_centres(
     sums = torch.zeros(num_classes, dim, device=device)
     counts = torch.zeros(num_classes, device=device)
     try:
-        for x, y, kp in loader:
-            x, y = x.to(device), y.to(device)
-            emb = model(x, kp.to(device)) if use_keypoints else model(x)
+        for batch in loader:
+            x, y, kp = faces_on_device(batch, device)
+            emb = model(x, kp) if use_keypoints else model(x)
             sums.index_add_(0, y, F.normalize(emb.float(), dim=1))
             counts.index_add_(0, y, torch.ones_like(y, dtype=counts.dtype))
     finally:

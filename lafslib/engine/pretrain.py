@@ -41,7 +41,6 @@ from lafslib.engine.state import autocast_context
 from lafslib.engine.task import RunContext, TaskParts, TrainingTask
 from lafslib.losses import DINOLoss, NeighbourQueue, koleo_loss
 from lafslib.models import DINOHead, create_model, set_drop_path
-from lafslib.transforms import LAFSViews, collate_views, move_views
 
 __all__ = [
     "PretrainTask",
@@ -89,14 +88,12 @@ class PretrainTask(TrainingTask):
         cfg, info = self.cfg, ctx.info
         self.ctx = ctx
         self.views = build_views(cfg.views)
-        # LAFS views: the loader yields each face and its draws, the step renders the views
-        self.on_device = isinstance(self.views, LAFSViews)
+        # the loader yields each face and its views' draws, the step renders the views
         d = cfg.data
         landmarks = d.landmarks if d.landmarks is not None else "auto"
         if cfg.views.kind == "lafs" and cfg.views.landmark_source == "net":
             landmarks = net_landmarks(cfg, ctx.run_dir, info, ctx.logger)
-        transform = self.views.draw if self.on_device else self.views
-        dataset = open_pretrain_data(d, landmarks, transform, cfg.run.seed)
+        dataset = open_pretrain_data(d, landmarks, self.views.draw, cfg.run.seed)
         if d.max_images is not None:
             dataset = Subset(dataset, range(min(d.max_images, len(dataset))))
         self.dataset = SeededViews(dataset, cfg.run.seed)
@@ -108,7 +105,7 @@ class PretrainTask(TrainingTask):
             batch_size=d.batch_size,
             sampler=sampler,
             num_workers=d.num_workers,
-            collate_fn=default_collate if self.on_device else collate_views,
+            collate_fn=default_collate,
             drop_last=True,
             generator=torch.Generator().manual_seed(cfg.run.seed),
         )
@@ -231,14 +228,12 @@ class PretrainTask(TrainingTask):
         return loss, len(batch[0]["image"])
 
     def _views(self, batch: Any) -> list[dict[str, Any]]:
-        """The batch's views on the training device: LAFS views rendered here from the
-        loader's faces and per-sample draws; multi-crop views (made by the loader) moved."""
+        """The batch's views, rendered on the training device from the loader's faces and
+        per-sample draws (the colour draws feed a host-side computation: they stay)."""
         device = self.ctx.device
-        if self.on_device:  # the colour draws feed a host-side computation: they stay
-            plan = {k: v if k == "colour" else v.to(device, non_blocking=True)
-                    for k, v in batch.items()}  # fmt: skip
-            return self.views.render(plan)
-        return move_views(batch, device)
+        plan = {k: v if k == "colour" else v.to(device, non_blocking=True)
+                for k, v in batch.items()}  # fmt: skip
+        return self.views.render(plan)
 
     def clip(self, epoch: int) -> None:
         """Per-parameter clipping; the last head layer gets no update in its frozen epochs."""

@@ -7,17 +7,16 @@ from lafslib.transforms.landmark import (
     shuffle_landmarks,
     subset_landmarks,
 )
-from lafslib.transforms.view_batch import collate_views, group_views, move_views
-from lafslib.transforms.views import LAFSViews, MultiCropViews
+from lafslib.transforms.multicrop import MultiCropViews
+from lafslib.transforms.view_batch import group_views
+from lafslib.transforms.views import LAFSViews
 
 __all__ = [
     "LAFSViews",
     "LandmarkGeometric",
     "MultiCropViews",
-    "collate_views",
     "flip_landmarks",
     "group_views",
-    "move_views",
     "perturb_landmarks",
     "shuffle_landmarks",
     "subset_landmarks",

@@ -1,164 +1,42 @@
-"""Multi-view generation for DINO-style self-supervision.
+"""LAFS landmark views for DINO-style self-supervision (LAFS, CVPR 2024).
 
-``MultiCropViews`` is the DINO random-crop recipe adapted to 112x112 faces: 2 global crops
-(112 px, scale 0.4-1) and 8 local crops (48 px, 6x6 tokens of 8 px, scale 0.05-0.4), each with
-flip, colour jitter (0.4, 0.4, 0.2, 0.1, p 0.8), grayscale (p 0.2) and Gaussian blur (p 1.0 /
-0.1 for the globals, 0.5 for the locals) plus solarisation (p 0.2) on the second global view
-(Caron et al., ICCV 2021; LAFS, CVPR 2024). Both view makers colour their views with the same
-batched :class:`~lafslib.transforms.photometric.ColourAugment`, so the random-crop baseline and
-LAFS differ only in where the pixels come from.
+Views are made in two steps, so that a DataLoader worker does only the cheap per-face part and
+the training device renders a whole batch: :meth:`LAFSViews.draw` (per face: the landmark grid
+moved with every view's crop and flip, and every random draw) and :meth:`LAFSViews.render`
+(per batch: one ``grid_sample`` for the crops, one colour pass, one per view size for the
+mosaics). :class:`~lafslib.transforms.multicrop.MultiCropViews`, the random-crop baseline,
+works the same way with the same colour augmentation, so the two differ only in where the
+pixels come from.
 
-A view is a dict ``{"image": float (3, S, S) in [-1, 1], "token_centers": float (n, 2) in [0, 1]
-(where each token came from, in source-image coordinates), "is_global": bool}``; global views
-come first. :mod:`~lafslib.transforms.view_batch` stacks, moves and groups them.
+A view is a dict ``{"image": float (B, 3, S, S) in [-1, 1], "token_centers": float (B, n, 2)
+in [0, 1] (where each token came from, in source-image coordinates), "keypoints": (B, 5, 2),
+"is_global": bool}``; global views come first. :mod:`~lafslib.transforms.view_batch` groups
+them by size.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 
 from lafslib.errors import DataError
 from lafslib.landmarks.grid import FLIP_5, grid_flip_index, landmark_grid
 from lafslib.landmarks.template import landmarks68_to_5, template_for_size
+from lafslib.transforms.crops import (
+    UNIFORMS_PER_CROP,
+    crop_axes,
+    random_resized_boxes,
+    render_crops,
+)
 from lafslib.transforms.landmark import flip_landmarks
 from lafslib.transforms.photometric import ColourAugment
 from lafslib.transforms.relight import relight, relight_uniforms
 
-__all__ = ["LAFSViews", "MultiCropViews"]
-
-
-def _grid_centers(grid: int) -> torch.Tensor:
-    c = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
-    yy, xx = torch.meshgrid(c, c, indexing="ij")
-    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
-
-
-class MultiCropViews:
-    """DINO random multi-crop views of one face (the random-crop baseline of LAFS).
-
-    Args:
-        global_views: number of global crops (2).
-        local_views: number of local crops (8).
-        image_size: global crop size in pixels (112).
-        local_size: local crop size in pixels (48: 6x6 tokens of 8 px).
-        global_scale: RandomResizedCrop area range of the globals.
-        local_scale: RandomResizedCrop area range of the locals.
-        patch_size: token size, for ``token_centers``.
-        colour_strength: scales colour jitter, grayscale and solarisation (1: DINO's).
-        relight_strength: largest amplitude of a random directional light ramp per view
-            (:func:`lafslib.transforms.relight.relight`; 0: off).
-    """
-
-    def __init__(
-        self,
-        global_views: int = 2,
-        local_views: int = 8,
-        image_size: int = 112,
-        local_size: int = 48,
-        global_scale: Sequence[float] = (0.4, 1.0),
-        local_scale: Sequence[float] = (0.05, 0.4),
-        patch_size: int = 8,
-        colour_strength: float = 1.0,
-        relight_strength: float = 0.0,
-    ) -> None:
-        if global_views < 1:
-            raise ValueError(f"need at least one global view, got {global_views}")
-        self.global_views = global_views
-        self.local_views = local_views
-        self.patch_size = patch_size
-        self.global_crop = v2.RandomResizedCrop(
-            image_size, scale=tuple(global_scale), antialias=True
-        )
-        self.local_crop = v2.RandomResizedCrop(local_size, scale=tuple(local_scale), antialias=True)
-        self.colour = ColourAugment.with_strength(colour_strength)
-        if relight_strength < 0:
-            raise ValueError(f"relight_strength must be >= 0, got {relight_strength}")
-        self.relight_strength = relight_strength
-        # per global view: blur p 1.0 then 0.1, solarisation only on the second; locals 0.5, 0
-        self.global_blur_p = torch.tensor([1.0] + [0.1] * (global_views - 1))
-        self.global_solarize_p = torch.tensor([0.0] + [0.2 * colour_strength] * (global_views - 1))
-        self.local_blur_p = torch.full((local_views,), 0.5)
-        self.local_solarize_p = torch.zeros(local_views)
-        self.global_centers = _grid_centers(image_size // patch_size)
-        self.local_centers = _grid_centers(local_size // patch_size)
-
-    def _crop(
-        self, img: torch.Tensor, five: torch.Tensor, crop: v2.Transform
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One crop + flip (uint8) and its 5 keypoints moved with the pixels, in [0, 1]."""
-        x, kp = crop(img, tv_tensors.KeyPoints(five, canvas_size=tuple(img.shape[-2:])))
-        kp = kp.as_subclass(torch.Tensor)
-        if torch.rand(()) < 0.5:
-            x = x.flip(-1)
-            kp = kp[FLIP_5]
-            kp[:, 0] = x.shape[-1] - kp[:, 0]
-        return x, (kp / x.shape[-1]).clamp_(0.0, 1.0)
-
-    def _group(
-        self,
-        img: torch.Tensor,
-        five: torch.Tensor,
-        n: int,
-        crop: v2.Transform,
-        blur_p: torch.Tensor,
-        solarize_p: torch.Tensor,
-        centers: torch.Tensor,
-        is_global: bool,
-    ) -> list[dict[str, Any]]:
-        """``n`` views of one crop size, colour-augmented together in [-1, 1]."""
-        crops, kps = zip(*(self._crop(img, five, crop) for _ in range(n)))
-        crops = relight(torch.stack(crops).float().div_(255.0), self.relight_strength)
-        images = self.colour(crops, blur_p, solarize_p, True)
-        return [
-            {"image": x, "token_centers": centers, "keypoints": kp, "is_global": is_global}
-            for x, kp in zip(images.unbind(0), kps)
-        ]
-
-    def __call__(self, sample: dict[str, Any]) -> list[dict[str, Any]]:
-        """Views of ``sample["image"]`` (uint8 HxWx3 RGB), each with the 5 keypoints of
-        ``sample["landmarks"]`` (5 or 68 points; the template when absent) for KP-RPE models."""
-        img = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
-        five = _five_points(sample.get("landmarks"), img.shape[-1])
-        views = self._group(
-            img,
-            five,
-            self.global_views,
-            self.global_crop,
-            self.global_blur_p,
-            self.global_solarize_p,
-            self.global_centers,
-            True,
-        )
-        if self.local_views:
-            views += self._group(
-                img,
-                five,
-                self.local_views,
-                self.local_crop,
-                self.local_blur_p,
-                self.local_solarize_p,
-                self.local_centers,
-                False,
-            )
-        return views
-
-
-def _five_points(landmarks: np.ndarray | None, size: int) -> torch.Tensor:
-    """ArcFace-order 5 points (pixels) from 5 or 68 landmarks, else the template."""
-    pts = None if landmarks is None else np.asarray(landmarks, dtype=np.float64)
-    if pts is not None and len(pts) == 68:
-        pts = landmarks68_to_5(pts)
-    if pts is None or len(pts) != 5:
-        pts = template_for_size(size)
-    return torch.as_tensor(pts, dtype=torch.float32)
+__all__ = ["LAFSViews"]
 
 
 class LAFSViews:
@@ -263,7 +141,6 @@ class LAFSViews:
             + [0.0] * max(global_views - 2, 0)
             + [0.0] * local_views
         )[:n_views]
-        self._pix = (np.arange(image_size) + 0.5) / image_size  # view pixel centres, [0, 1]
         # offsets of a patch's pixels from its centre, in grid_sample units: (1, 1, p, 1, p, 2)
         offs = (torch.arange(patch_size, dtype=torch.float32) - (patch_size - 1) / 2) * (
             2 / image_size
@@ -305,32 +182,6 @@ class LAFSViews:
             images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )
 
-    def _crop_boxes(self, r: np.ndarray, h: int, w: int) -> np.ndarray:
-        """RandomResizedCrop boxes ``(top, left, height, width)`` from uniforms: (n, 4).
-
-        The distribution of torchvision's ``RandomResizedCrop.get_params`` (ratio 3/4-4/3, up
-        to 10 tries, then the whole image clipped to the ratio range), drawn for all views at
-        once from ``r`` (n, 22) uniforms.
-        """
-        lo, hi = math.log(3 / 4), math.log(4 / 3)
-        area = h * w * (self.scale[0] + (self.scale[1] - self.scale[0]) * r[:, :10])
-        ratio = np.exp(lo + (hi - lo) * r[:, 10:20])
-        cw = np.round(np.sqrt(area * ratio))
-        ch = np.round(np.sqrt(area / ratio))
-        ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
-        rows = np.arange(len(r))
-        first = ok.argmax(1)  # first accepted try
-        cw, ch = cw[rows, first], ch[rows, first]
-        top = np.floor(r[:, 20] * (h - ch + 1))
-        left = np.floor(r[:, 21] * (w - cw + 1))
-        bad = ~ok.any(1)
-        if bad.any():
-            in_ratio = w / h
-            cw[bad] = w if in_ratio <= 4 / 3 else round(h * 4 / 3)
-            ch[bad] = h if in_ratio >= 3 / 4 else round(w * 4 / 3)
-            top[bad], left[bad] = (h - ch[bad]) // 2, (w - cw[bad]) // 2
-        return np.stack([top, left, ch, cw], 1)
-
     def draw(self, sample: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The per-sample part of the views (CPU, e.g. in a DataLoader worker): the face as
         uint8, where its landmarks go in every view, and every random draw of the views.
@@ -351,20 +202,16 @@ class LAFSViews:
         grid_pts, five = self._landmarks(sample, h)
         s, n = self.size, self.num_landmarks
         n_views = self.global_views + self.local_views
-        r = torch.rand(n_views, 23, dtype=torch.float64).numpy()  # crops (22) and flips (1)
-        top, left, ch, cw = self._crop_boxes(r, h, w).T
+        r = torch.rand(n_views, UNIFORMS_PER_CROP, dtype=torch.float64).numpy()
+        boxes = random_resized_boxes(r, h, w, self.scale)
+        top, left, ch, cw = boxes.T
         flip = r[:, 22] < 0.5
         # landmarks move with the crop (pixels of the s x s view), then with the flip
         pts = np.concatenate([grid_pts, five])
         scale = np.stack([s / cw, s / ch], 1)[:, None]
         moved = (pts - np.stack([left, top], 1)[:, None]) * scale  # (V, P, 2)
         moved[flip] = flip_landmarks(moved[flip], s, self.flip_all)
-        # crop + resize + flip as one bilinear grid_sample; the sampling grid is separable:
-        # view pixel centre u + 0.5 <- source x = left + (u + 0.5) cw / s (flipped: mirrored)
-        u = self._pix
-        fx = np.where(flip[:, None], 1 - u, u)
-        gx = ((left[:, None] + fx * cw[:, None]) * (2 / w) - 1).astype(np.float32)
-        gy = ((top[:, None] + u * ch[:, None]) * (2 / h) - 1).astype(np.float32)
+        gx, gy = crop_axes(boxes, flip, s, h, w)  # crop + resize + flip: one grid_sample
         lit = relight_uniforms(n_views) if self.relight_strength else torch.empty(n_views, 0)
         colour = ColourAugment.draw(n_views)
         noise = torch.randn((n_views, n, 2))
@@ -378,8 +225,8 @@ class LAFSViews:
         return {
             "image": img,
             "points": torch.from_numpy(moved.astype(np.float32)),
-            "gx": torch.from_numpy(gx),
-            "gy": torch.from_numpy(gy),
+            "gx": gx,
+            "gy": gy,
             "relight": lit,
             "colour": colour,
             "noise": noise,
@@ -397,19 +244,12 @@ class LAFSViews:
         Returns:
             One dict per view, global views first: ``image`` (B, 3, S', S'), ``token_centers``
             (B, n, 2) and ``keypoints`` (B, 5, 2) in [0, 1], ``is_global``; as
-            :func:`collate_views` stacks the per-sample views.
+            :meth:`__call__` gives them for one face.
         """
         img = plan["image"]
         b, s, n, g = len(img), self.size, self.num_landmarks, self.global_views
         n_views = g + self.local_views
-        gx, gy = plan["gx"].reshape(b * n_views, s), plan["gy"].reshape(b * n_views, s)
-        grid = torch.stack(
-            [gx[:, None, :].expand(-1, s, -1), gy[:, :, None].expand(-1, -1, s)], dim=-1
-        )
-        src = img.float().div_(255.0).repeat_interleave(n_views, 0)  # (B * V, 3, H, W)
-        crops = F.grid_sample(
-            src, grid, mode="bilinear", padding_mode="border", align_corners=False
-        )
+        crops = render_crops(img, plan["gx"], plan["gy"])
         lit = plan["relight"].reshape(b * n_views, -1)
         crops = relight(crops, self.relight_strength, uniforms=lit)
         images = self.colour(

@@ -290,8 +290,8 @@ def test_few_shot_subset_replaces_a_bad_image_from_inside_the_subset(
     base = ImageFolderDataset(tmp_path / "faces", labelled=True, transform=FaceTransform())
     subset = FewShotSubset(base, [0, 1], {0: 0})
     with pytest.warns(RuntimeWarning, match="empty file"):
-        x, y, _ = subset[1]
-    assert y == 0 and x.shape == (3, 112, 112)
+        x, y, _, _ = subset[1]
+    assert y == 0 and x.shape == (3, 112, 112) and x.dtype == torch.uint8
     with pytest.raises(DataError, match=r"faces \(training subset\): no readable image among 1"):
         FewShotSubset(base, [1], {0: 0})[0]
 

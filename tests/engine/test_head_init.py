@@ -20,7 +20,7 @@ from lafslib.models import create_model
 from lafslib.models.export import load_export
 
 from .test_finetune import _recipe
-from .test_imprint import _faces
+from .test_imprint import _faces, pixels
 
 
 def test_moments_of_two_rank_shares_add_up_to_the_whole() -> None:
@@ -34,7 +34,7 @@ def test_moments_of_two_rank_shares_add_up_to_the_whole() -> None:
     torch.testing.assert_close(whole[1], parts[0][1] + parts[1][1])
     torch.testing.assert_close(whole[2], parts[0][2] + parts[1][2])
     with torch.no_grad():
-        feats = model.eval().forward_ssl(torch.stack([x for x, _, _ in data])).double()
+        feats = model.eval().forward_ssl(pixels(data)).double()
     torch.testing.assert_close(whole[1], feats.sum(0))
 
 
@@ -57,7 +57,7 @@ def test_whiten_head_whitens_the_models_feature_and_keeps_its_mode() -> None:
     fitted = whiten_head(model, data, 16, torch.device("cpu"), False, shrink=0.0)
     assert fitted == 60 and model.training
     with torch.no_grad():
-        y = model.head[0](model.body(torch.stack([x for x, _, _ in data]))).double().numpy()
+        y = model.head[0](model.body(pixels(data))).double().numpy()
     np.testing.assert_allclose(y.mean(0), 0, atol=1e-4)
     eig = np.sort(np.linalg.eigvalsh(np.cov(y.T, bias=True)))[::-1]
     np.testing.assert_allclose(eig[:12], 1, atol=1e-3)
@@ -116,7 +116,8 @@ info = init_distributed("cpu")
 torch.manual_seed(0)
 model = create_model("vit_test")
 g = torch.Generator().manual_seed(0)
-data = [(torch.randn(3, 112, 112, generator=g), i, torch.rand(5, 2, generator=g)) for i in range(81)]
+data = [(torch.randint(0, 256, (3, 112, 112), generator=g, dtype=torch.uint8), i,
+         torch.rand(5, 2, generator=g), torch.tensor(False)) for i in range(81)]  # as _faces
 count = whiten_head(model, data, 4, torch.device("cpu"), False, 0.3, 0, info.rank, info.world_size)
 torch.save({"count": count, "head": model.head[0].state_dict()}, sys.argv[1] + f"/rank{info.rank}.pt")
 barrier()
@@ -154,7 +155,7 @@ def test_a_head_linear_without_bias_gets_the_whitening_and_the_batchnorm_centres
     data = _faces(60, list(range(60)))
     whiten_head(model, data, 16, torch.device("cpu"), False, shrink=0.0)
     with torch.no_grad():
-        y = model.head[0](model.body(torch.stack([x for x, _, _ in data]))).double().numpy()
+        y = model.head[0](model.body(pixels(data))).double().numpy()
     eig = np.sort(np.linalg.eigvalsh(np.cov(y.T, bias=True)))[::-1]
     np.testing.assert_allclose(eig[:12], 1, atol=1e-3)
     with pytest.raises(ConfigError, match="6272 features"):  # 49 tokens x 128

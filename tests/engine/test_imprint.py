@@ -16,12 +16,23 @@ from lafslib.models import create_model
 from .test_finetune import _recipe
 
 
-def _faces(n: int, labels: list[int]) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
+def _faces(n: int, labels: list[int]) -> list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]:
+    """Finetuning items as FaceTransform makes them: uint8 image, label, keypoints, no flip."""
     g = torch.Generator().manual_seed(0)
     return [
-        (torch.randn(3, 112, 112, generator=g), y, torch.rand(5, 2, generator=g))
+        (
+            torch.randint(0, 256, (3, 112, 112), generator=g, dtype=torch.uint8),
+            y,
+            torch.rand(5, 2, generator=g),
+            torch.tensor(False),
+        )
         for y in labels[:n]
     ]
+
+
+def pixels(data: list) -> torch.Tensor:
+    """The items' images as the model sees them: (N, 3, 112, 112) in [-1, 1]."""
+    return torch.stack([item[0] for item in data]).float() / 127.5 - 1
 
 
 def test_centres_are_normalised_means_of_normalised_embeddings() -> None:
@@ -31,7 +42,7 @@ def test_centres_are_normalised_means_of_normalised_embeddings() -> None:
     data = _faces(7, labels)
     centres, counts = imprint_centres(model, data, 4, 16, 3, torch.device("cpu"), False)
     with torch.no_grad():
-        emb = F.normalize(model(torch.stack([x for x, _, _ in data])), dim=1)
+        emb = F.normalize(model(pixels(data)), dim=1)
     for c in range(3):
         rows = [i for i, y in enumerate(labels) if y == c]
         torch.testing.assert_close(centres[c], F.normalize(emb[rows].mean(0), dim=0))

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import default_collate
 
 from lafslib.data import open_dataset, render_face
-from lafslib.transforms import LAFSViews, MultiCropViews, collate_views, group_views
+from lafslib.transforms import LAFSViews, MultiCropViews, group_views
 
 
 def test_lafs_views_on_real_faces(celeba_112: Path) -> None:
@@ -70,13 +71,33 @@ def test_subset_sizes_and_seed_determinism(faces_mini: Path) -> None:
 
 
 def test_multicrop_and_grouping() -> None:
-    batch = [MultiCropViews()(render_face(0, i)) for i in range(3)]
-    views = collate_views(batch)
+    views_fn = MultiCropViews()
+    views = views_fn.render(default_collate([views_fn.draw(render_face(0, i)) for i in range(3)]))
     assert len(views) == 10 and views[0]["image"].shape == (3, 3, 112, 112)
+    assert [v["is_global"] for v in views] == [True] * 2 + [False] * 8
     groups = group_views(views)
     assert [idx for idx, _ in groups] == [[0, 1], list(range(2, 10))]
     assert groups[1][1]["image"].shape == (24, 3, 48, 48)
     np.testing.assert_allclose(views[2]["token_centers"][0, 0].numpy(), [1 / 12, 1 / 12])
+
+
+@pytest.mark.parametrize("kind", [LAFSViews, MultiCropViews])
+def test_a_batch_renders_as_its_faces_alone(kind: type) -> None:
+    """Rendering the draws of 3 faces together gives each face the views it gets alone (the
+    per-sample seeding then makes views independent of batch, rank and device)."""
+    views_fn = kind(local_views=2)
+    faces = [render_face(i, 1) for i in range(3)]
+    plans = []
+    for i, face in enumerate(faces):
+        torch.manual_seed(i)
+        plans.append(views_fn.draw(face))
+    together = views_fn.render(default_collate(plans))
+    for i, face in enumerate(faces):
+        torch.manual_seed(i)
+        alone = views_fn(face)
+        for v_batch, v_alone in zip(together, alone):
+            for key in ("image", "token_centers", "keypoints"):
+                torch.testing.assert_close(v_batch[key][i], v_alone[key], atol=1e-5, rtol=0)
 
 
 def test_mosaics_equal_sampled_patches() -> None:
@@ -97,9 +118,12 @@ def test_crop_boxes_follow_random_resized_crop() -> None:
     """The vectorised crop boxes have torchvision's RandomResizedCrop distribution."""
     from torchvision.transforms import v2
 
-    views = LAFSViews(global_scale=(0.4, 1.0))
+    from lafslib.transforms.crops import random_resized_boxes
+
     torch.manual_seed(0)
-    boxes = views._crop_boxes(torch.rand(4000, 22, dtype=torch.float64).numpy(), 112, 96)
+    boxes = random_resized_boxes(
+        torch.rand(4000, 22, dtype=torch.float64).numpy(), 112, 96, (0.4, 1.0)
+    )
     top, left, h, w = boxes.T
     assert (top >= 0).all() and (left >= 0).all() and (top + h <= 112).all()
     assert (left + w <= 96).all() and (boxes == boxes.round()).all()
