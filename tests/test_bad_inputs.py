@@ -143,6 +143,10 @@ CASES = [
     Case("export-missing-eval", _eval("{I}/nothere_export", "{I}/ok.bin"),
          names=("nothere_export", "not found"), absent=("{O}/eval",)),
     Case("export-run-without-checkpoint", ("export", "{I}/empty_run"), names=("empty_run",)),
+    Case("export-over-an-export", ("export", "{I}/runs/pre", "--out", "{I}/export_ok"),
+         names=("export_ok", "already holds an export", "--overwrite")),
+    Case("convert-over-an-export", ("convert", "{I}/export_ok/model.safetensors", "{I}/export_ok"),
+         names=("export_ok", "already holds an export", "--overwrite")),
     # checkpoints and run directories
     Case("rerun-pretrain-into-a-run", _pre("{I}/runs/pre", "optim.lr=0.01"),
          names=("runs/pre", "--resume auto", "--overwrite")),

@@ -79,6 +79,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- export
 
+OVERWRITE_HELP = "replace an export already in the output folder (else refused, nothing written)"
+
 
 def add_export(sub: argparse._SubParsersAction) -> None:
     p = command(
@@ -99,13 +101,14 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         help="also write model.onnx (inputs images and, for KP-RPE models, keypoints (B, 5, 2); "
         "dynamic batch; checked with onnxruntime; needs [onnx])",
     )
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(func=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from lafslib.engine.export import export_run
 
-    print(f"exported to {export_run(args.run, args.out, args.onnx)}")
+    print(f"exported to {export_run(args.run, args.out, args.onnx, args.overwrite)}")
     return 0
 
 
@@ -186,6 +189,7 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also write model.onnx (input convention included; needs [onnx])",
     )
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     colour = p.add_mutually_exclusive_group()
     colour.add_argument(
         "--bgr",
@@ -238,6 +242,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         args.src,
         args.out,
         args.fmt,
+        overwrite=args.overwrite,
         model_name=args.model,
         model_kwargs=model_kwargs,
         allow_missing=args.allow_missing,

@@ -27,6 +27,7 @@ from torch import nn
 from lafslib.config import config_from_dict
 from lafslib.engine.checkpoint import latest_checkpoint, load_checkpoint
 from lafslib.models import create_model, model_info, save_export
+from lafslib.models.export import check_export_target
 from lafslib.models.ssl_features import SSLFeatures
 
 __all__ = ["export_run", "export_onnx", "onnx_signature", "add_onnx"]
@@ -43,14 +44,23 @@ def _backbone_state(state: dict, task: str) -> dict[str, torch.Tensor]:
 
 
 def export_run(
-    run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, onnx: bool = False
+    run: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    onnx: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Export the backbone of a run's latest checkpoint (or of the checkpoint file given).
+
+    Args:
+        overwrite: replace an export already in the output folder (else an ``ExportError``
+            before any work).
 
     Returns:
         The export folder (default ``RUN/export``).
     """
     run = Path(run)
+    out_dir = Path(out) if out else (run if run.is_dir() else run.parent.parent) / "export"
+    check_export_target(out_dir, overwrite)
     ckpt = run if run.is_file() else latest_checkpoint(run / "checkpoints")
     if ckpt is None:
         raise FileNotFoundError(f"no checkpoint under {run / 'checkpoints'}")
@@ -71,7 +81,6 @@ def export_run(
         from lafslib.layers.lora import merge_lora
 
         model = merge_lora(model)  # a plain backbone: W + scale * B @ A
-    out_dir = Path(out) if out else (run if run.is_dir() else run.parent.parent) / "export"
     feature = "ssl" if cfg.task == "pretrain" else "head"
     embedder = SSLFeatures(model.eval()) if feature == "ssl" else model.eval()
     extra: dict[str, Any] = {"step": int(state["step"]), "source": str(ckpt)}

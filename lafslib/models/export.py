@@ -19,10 +19,42 @@ from lafslib.errors import ExportError, InputNotFoundError
 from lafslib.models._registry import create_model, model_info
 from lafslib.models.ssl_features import SSLFeatures
 
-__all__ = ["save_export", "load_export", "load_export_weights", "read_export_info"]
+__all__ = [
+    "check_export_target",
+    "load_export",
+    "load_export_weights",
+    "read_export_info",
+    "save_export",
+]
 
 
 FEATURES = ("head", "ssl")
+
+
+def check_export_target(out_dir: str | os.PathLike[str], overwrite: bool = False) -> None:
+    """Refuse to write an export into ``out_dir`` when it already holds one (``model.json`` or
+    ``model.safetensors``), unless ``overwrite``: a new export never replaces an old one by
+    accident. Call it before any work, so that the mistake costs nothing.
+
+    Raises:
+        ExportError: naming the folder, what it holds, and the two ways on.
+    """
+    out = Path(out_dir)
+    found = [n for n in ("model.json", "model.safetensors") if (out / n).is_file()]
+    if found and not overwrite:
+        what = ""
+        if "model.json" in found:
+            try:
+                info = json.loads((out / "model.json").read_text())
+                what = f" of {info.get('name', '?')}" + (
+                    f" from {info['source']}" if "source" in info else ""
+                )
+            except (OSError, ValueError):
+                what = ""
+        raise ExportError(
+            f"{out} already holds an export{what} ({', '.join(found)}); give another output "
+            "folder, or --overwrite to replace it"
+        )
 
 
 def save_export(

@@ -120,3 +120,27 @@ def test_onnx_mismatch_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with pytest.raises(ValueError, match="ONNX outputs differ"):
         export_onnx(model, tmp_path / "model.onnx")
     assert not list(tmp_path.iterdir())  # nothing left behind
+
+
+def test_an_export_is_replaced_only_with_overwrite(tmp_path: Path) -> None:
+    """A second ``lafs export`` into the same folder is refused and leaves the first export
+    as it was; with ``--overwrite`` it replaces it (here with a later checkpoint)."""
+    cfg = load_recipe(ROOT / "recipes/demo/pretrain_demo.yaml", ["model.name=vit_test"])
+    backbone = create_model("vit_test").eval()
+    for step in (3, 7):
+        state = {
+            "teacher": {f"backbone.{k}": v for k, v in backbone.state_dict().items()},
+            "step": step,
+            "config": config_to_dict(cfg),
+        }
+        save_checkpoint(tmp_path / "run" / "checkpoints" / f"step_{step:08d}.pt", state)
+        ckpt = tmp_path / "run" / "checkpoints" / f"step_{step:08d}.pt"
+        args = ["export", str(ckpt), "--out", str(tmp_path / "ex")]
+        if step == 3:
+            assert main(args) == 0
+            first = {p.name: p.read_bytes() for p in (tmp_path / "ex").iterdir()}
+            continue
+        assert main(args) == 2
+        assert {p.name: p.read_bytes() for p in (tmp_path / "ex").iterdir()} == first
+        assert main([*args, "--overwrite"]) == 0
+    assert json.loads((tmp_path / "ex" / "model.json").read_text())["step"] == 7

@@ -318,8 +318,9 @@ def test_cli_convert_writes_an_export_and_reports_errors(tmp_path, capsys):
     assert main([*args[:2], str(tmp_path / "exp2"), "--format", "insightface"]) == 0
     inferred = load_export(tmp_path / "exp2")
     torch.testing.assert_close(inferred(x), model(x))
-    assert main([*args, "--model", "iresnet18"]) == 2
+    assert main([*args, "--model", "iresnet18", "--overwrite"]) == 2
     assert "SHAPE MISMATCH" in capsys.readouterr().err
+    torch.testing.assert_close(load_export(tmp_path / "exp")(x), model(x))  # nothing written
 
 
 def test_cvlface_adaface_ir18_matches_reference(tmp_path):

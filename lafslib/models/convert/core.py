@@ -31,7 +31,7 @@ from lafslib.models.convert.insightface import plan_insightface
 from lafslib.models.convert.lafs import plan_lafs, plan_partfvit
 from lafslib.models.convert.mobilefacenet import plan_mobilefacenet
 from lafslib.models.convert.timm_vit import plan_timm
-from lafslib.models.export import save_export
+from lafslib.models.export import check_export_target, save_export
 from lafslib.models.heads import DINOHead
 
 __all__ = ["FORMATS", "convert_checkpoint", "convert_to_export"]
@@ -234,6 +234,7 @@ def convert_to_export(
     src: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     fmt: str | None = None,
+    overwrite: bool = False,
     **kwargs: Any,
 ) -> tuple[Path, ConversionReport]:
     """Convert ``src`` and write an export folder (``model.safetensors`` + ``model.json``).
@@ -241,8 +242,10 @@ def convert_to_export(
     ``model.json`` records under ``converted_from`` the source, its format, its input
     convention and how the export applies it, and every key left out with the reason. A DINO
     head found in the checkpoint is written beside it as ``dino_head.safetensors`` +
-    ``dino_head.json`` (read back with :func:`~lafslib.models.convert.load_dino_head`).
+    ``dino_head.json`` (read back with :func:`~lafslib.models.convert.load_dino_head`). An
+    export already in ``out_dir`` is an ``ExportError`` before any work, unless ``overwrite``.
     """
+    check_export_target(out_dir, overwrite)
     model, report, head = convert_checkpoint(src, fmt, **kwargs)
     extra: dict[str, Any] = {
         "converted_from": {
