@@ -109,7 +109,7 @@ def test_finetune_starts_from_the_whitened_head_and_resume_keeps_it(
 
 SCRIPT = """
 import os, sys, torch
-from lafslib.engine.distributed import barrier, cleanup, init_distributed
+from lafslib.engine.distributed import init_distributed, teardown
 from lafslib.engine.head_init import whiten_head
 from lafslib.models import create_model
 info = init_distributed("cpu")
@@ -120,9 +120,7 @@ data = [(torch.randint(0, 256, (3, 112, 112), generator=g, dtype=torch.uint8), i
          torch.rand(5, 2, generator=g), torch.tensor(False)) for i in range(81)]  # as _faces
 count = whiten_head(model, data, 4, torch.device("cpu"), False, 0.3, 0, info.rank, info.world_size)
 torch.save({"count": count, "head": model.head[0].state_dict()}, sys.argv[1] + f"/rank{info.rank}.pt")
-barrier()
-cleanup()
-os._exit(0)
+teardown()
 """
 
 
