@@ -23,16 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ssl_whitening import WIDE_COMPONENTS, WIDE_SHRINK, PooledPixels, score
 from torch import nn
 
 from lafslib.evaluation.embed import embed_images
-from lafslib.evaluation.verification import evaluate_embeddings
 from lafslib.evaluation.whitening import whitening
 from lafslib.models import load_export
 
-WIDE_COMPONENTS = 512
-WIDE_SHRINK = 1.0
-PIXEL_POOL = 4
 PIXEL_PCA_FACES = 6000
 BATCH = 256
 
@@ -51,19 +48,6 @@ class PooledAndGrid(nn.Module):
         patches = tokens[:, bb.num_prefix_tokens :].flatten(1)
         pooled = tokens[:, 0] if bb.flatten_pool is None else bb.flatten_pool(patches)
         return torch.cat([pooled, patches], 1)
-
-
-class PooledPixels(nn.Module):
-    """Pixels average-pooled by ``PIXEL_POOL`` and flattened: (B, 3, H, W) -> (B, 3 H W / 16)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.avg_pool2d(x, PIXEL_POOL).flatten(1)
-
-
-def score(a: np.ndarray, b: np.ndarray, issame: np.ndarray) -> dict[str, float]:
-    """10-fold LFW accuracy of per-image features ``a`` and of their mirror images ``b``."""
-    r = evaluate_embeddings(a + b, issame)
-    return {"accuracy": float(r["accuracy"]), "accuracy_std": float(r["accuracy_std"])}
 
 
 def fit_map(train: torch.Tensor, components: int, shrink: float) -> tuple[torch.Tensor, ...]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from lafslib.errors import DataError
 from lafslib.landmarks.grid import FLIP_5, grid_flip_index, landmark_grid
-from lafslib.landmarks.template import landmarks68_to_5, template_for_size
+from lafslib.landmarks.template import template_for_size
 from lafslib.transforms.crops import (
     UNIFORMS_PER_CROP,
     crop_axes,
@@ -33,6 +33,7 @@ from lafslib.transforms.crops import (
     render_crops,
 )
 from lafslib.transforms.landmark import flip_landmarks
+from lafslib.transforms.multicrop import five_points
 from lafslib.transforms.photometric import ColourAugment
 from lafslib.transforms.relight import relight, relight_uniforms
 
@@ -154,9 +155,7 @@ class LAFSViews:
             five = template_for_size(h)
             return landmark_grid(five, self.grid, h), five
         pts = np.asarray(pts, dtype=np.float64)
-        five = landmarks68_to_5(pts) if len(pts) == 68 else pts
-        if len(five) != 5:
-            five = template_for_size(h)
+        five = five_points(pts, h)
         try:
             return landmark_grid(pts, self.grid, h, method=self.grid_method), five
         except ValueError as exc:  # e.g. a 49-point sidecar for a 14x14 grid
