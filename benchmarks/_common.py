@@ -39,6 +39,7 @@ SECTION_ORDER = [
     "few_shot",
     "exemplar",
     "one_shot_draws",
+    "study_pool",
 ]
 
 

@@ -60,12 +60,13 @@ def embed_images(
         keypoints = np.broadcast_to(template, (n, 5, 2))
     out: np.ndarray | None = None
     for start in tqdm(range(0, n, batch_size), desc="embed", disable=not progress):
-        chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+        chunk = torch.from_numpy(np.array(images[start : start + batch_size]))  # own, writable
         x = chunk.to(device).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         kp = None
         if use_kp:
-            kp = torch.as_tensor(np.asarray(keypoints[start : start + batch_size]), device=device)
-            kp = kp.float()
+            kp = torch.tensor(
+                keypoints[start : start + batch_size], dtype=torch.float32, device=device
+            )
         emb = model(x, kp) if use_kp else model(x)
         if flip:
             emb = emb + (model(x.flip(-1), flip_keypoints(kp)) if use_kp else model(x.flip(-1)))

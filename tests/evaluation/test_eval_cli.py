@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +45,19 @@ def test_flip_test_sums_both_views(faces_mini: Path) -> None:
     with torch.no_grad():
         x = torch.from_numpy(images[:2]).permute(0, 3, 1, 2).float() / 127.5 - 1
         np.testing.assert_allclose(model(x).numpy(), plain[:2], rtol=1e-4, atol=1e-5)
+
+
+def test_read_only_faces_embed_without_a_warning(faces_mini: Path) -> None:
+    """A memory-mapped (read-only) set embeds as the same set in memory, with no warning."""
+    images, _ = load_bin(faces_mini / "lfw_mini.bin")
+    model = create_model("vit_test_kprpe").eval()
+    template = np.broadcast_to(
+        np.float32([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]]), (6, 5, 2)
+    )
+    frozen = images[:6].copy()
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_only = embed_images(model, frozen, batch_size=4, keypoints=template)
+    writable = embed_images(model, images[:6].copy(), batch_size=4, keypoints=template.copy())
+    np.testing.assert_array_equal(read_only, writable)
