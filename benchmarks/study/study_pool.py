@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/study/study_pool.py [--out runs/study_pool] [--jobs 2] [--draws 3]
        [--stop-after pretrain|kshot]
+       python benchmarks/study/study_pool.py --snapshot RUN   (score a run in progress)
 
 Unlabelled pool: utkface-112 and celeba-112 (28,477 faces, two ``data.train`` sources with
 their landmark sidecars); labelled set: the 298 celeba-112 identities; test: all of lfw.bin.
@@ -93,6 +94,7 @@ SOURCES = {
     "pool": ["utkface-112", "celeba-112"],
     "celeba": ["celeba-112"],
 }
+READOUTS = ("raw", "whitened", "wide")
 SHOTS = {"1": 1, "2": 2, "5": 5, "all": None}
 KSHOT_STEPS = 60
 KSHOT_PROTOCOL = {
@@ -183,18 +185,38 @@ def score_child(name: str, out: Path, lfw_path: Path) -> None:
         else:
             result = score_export(save_export(model, out / name, "ssl"), pool, lfw, issame)
     else:
-        result = score_export(out / name / "export", pool, lfw, issame)
-        metrics = [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines()]
-        last = [m for m in metrics if "train/cpu_minutes" in m][-1]
+        run, _, step = name.partition("@")
+        export = out / run / ("snapshots" if step else "") / (f"step{step}" if step else "export")
+        result = score_export(export, pool, lfw, issame)
+        metrics = [json.loads(x) for x in (out / run / "metrics.jsonl").read_text().splitlines()]
+        logged = [m for m in metrics if "train/cpu_minutes" in m]
+        last = [m for m in logged if m["step"] == int(step)][-1] if step else logged[-1]
         result["run"] = {
             "steps": last["step"],
-            "epochs": last["step"] * 128 / len(pool) if RUNS[name][2] == "pool" else None,
+            "epochs": last["step"] * 128 / len(pool) if RUNS[run][2] == "pool" else None,
             "cpu_minutes": last["train/cpu_minutes"],
             "loss": last.get("train/loss"),
         }
     result["score_cpu_minutes"] = (time.process_time() - t0) / 60
     (out / "scores").mkdir(exist_ok=True)
     (out / "scores" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def snapshot(run: str, out: Path) -> dict[str, Any]:
+    """``--snapshot RUN``: score the latest checkpoint of a run in progress (a point on its
+    learning curve, at the learning rate of that moment, not a finished schedule), kept in
+    ``scores/RUN@STEP.json``; the report lists these points under the finished runs."""
+    if run not in RUNS:
+        raise SystemExit(f"study_pool: --snapshot {run}: not a run (one of {', '.join(RUNS)})")
+    checkpoints = sorted((out / run / "checkpoints").glob("step_*.pt"))
+    if not checkpoints:
+        raise SystemExit(f"study_pool: --snapshot {run}: no checkpoint in {out / run}")
+    step = int(checkpoints[-1].stem.removeprefix("step_"))
+    export = out / run / "snapshots" / f"step{step}"
+    if not (export / "model.json").is_file():
+        cmd = lafs_cmd("export", str(checkpoints[-1]), "--out", str(export), "--overwrite")
+        run_logged(cmd, out / f"score_{run}@{step}.log")
+    return score(f"{run}@{step}", out)
 
 
 def load_pool(out: Path) -> np.ndarray:
@@ -259,6 +281,18 @@ def best_lafs(scores: dict[str, dict[str, Any]]) -> str:
     return max(runs, key=lambda n: scores[n]["whitened"]["accuracy"])
 
 
+def run_row(label: str, minutes: Any, s: dict[str, Any]) -> list[Any]:
+    """One table row: arm, CPU minutes, steps, epochs, raw / whitened / wide accuracy."""
+    r = s["run"]
+    epochs = r["epochs"] if r["epochs"] is not None else r["steps"] * 128 / 6019
+    return [label, minutes, r["steps"], f"{epochs:.1f}", *(pct(s[c]) for c in READOUTS)]
+
+
+def snapshot_order(path: Path) -> tuple[str, int]:
+    run, _, step = path.stem.partition("@")
+    return run, int(step)
+
+
 def report(out: Path, scores: dict, kshot: dict, draws: int, wall: float) -> None:
     """study_pool.json (its ``data`` block exactly as issue 30 asks) and its table."""
     ssl: dict[str, Any] = {m: {"budgets": []} for m in ARMS}
@@ -275,26 +309,15 @@ def report(out: Path, scores: dict, kshot: dict, draws: int, wall: float) -> Non
                     "wide": s["wide"]["accuracy"],
                 }
             )
-        r = s["run"]
-        epochs = (
-            f"{r['epochs']:.1f}" if r["epochs"] is not None else f"{r['steps'] * 128 / 6019:.1f}"
-        )
-        rows.append(
-            [
-                f"{method}, {data}",
-                minutes,
-                r["steps"],
-                epochs,
-                pct(s["raw"]),
-                pct(s["whitened"]),
-                pct(s["wide"]),
-            ]
-        )
+        rows.append(run_row(f"{method}, {data}", minutes, s))
+    for path in sorted((out / "scores").glob("*@*.json"), key=snapshot_order):
+        run, _, step = path.stem.partition("@")
+        s = json.loads(path.read_text())
+        label = f"{RUNS[run][0]}, {RUNS[run][2]}: {run} at step {step}, in progress"
+        rows.append(run_row(label, f"{s['run']['cpu_minutes']:.0f}", s))
     for name in ("random_init", "raw_pixels"):
         s = scores[name]
-        rows.append(
-            [name.replace("_", " "), 0, "-", "-", pct(s["raw"]), pct(s["whitened"]), pct(s["wide"])]
-        )
+        rows.append([name.replace("_", " "), 0, "-", "-", *(pct(s[c]) for c in READOUTS)])
     best = best_lafs(scores)
     k_shot: dict[str, Any] = {}
     krows = []
@@ -392,11 +415,15 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=3, help="paired k-shot draws")
     parser.add_argument("--lfw", type=Path, default=SHARED_DATA / "lfw" / "lfw.bin")
     parser.add_argument("--stop-after", choices=["pretrain", "kshot"], default=None)
+    parser.add_argument("--snapshot", metavar="RUN", help="score the latest checkpoint of RUN")
     parser.add_argument("--score", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = args.out.resolve()
     if args.score:
         score_child(args.score, out, args.lfw)
+        return
+    if args.snapshot:
+        print(json.dumps(snapshot(args.snapshot, out), indent=2))
         return
     if args.draws < 2 or args.jobs < 1:
         raise SystemExit("study_pool: --draws must be >= 2 and --jobs >= 1")
