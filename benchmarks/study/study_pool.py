@@ -3,6 +3,7 @@
 Usage: python benchmarks/study/study_pool.py [--out runs/study_pool] [--jobs 2] [--draws 3]
        [--stop-after pretrain|kshot]
        python benchmarks/study/study_pool.py --snapshot RUN   (score a run in progress)
+       python benchmarks/study/study_pool.py --run RUN        (pretrain and score one run)
 
 Unlabelled pool: utkface-112 and celeba-112 (28,477 faces, two ``data.train`` sources with
 their landmark sidecars); labelled set: the 298 celeba-112 identities; test: all of lfw.bin.
@@ -74,6 +75,11 @@ METHODS: dict[str, tuple[str, str, dict[str, Any]]] = {
     # ablations (table rows, not in the data block): which change moves it
     "lafs_tt07": ("lafs at teacher temp 0.07 (the recipe's)", "cpu_small.yaml", LOCAL_GRID),
     "lafs_global_sharp": (f"lafs_global at teacher temp {TEACHER_TEMP}", "cpu_small.yaml", SHARP),
+    "lafs_cls": (
+        "lafs with the CLS feature and local views as mosaics (the published layout)",
+        "cpu_small.yaml",
+        {**LOCAL_GRID, **SHARP, "views.local_layout": "mosaic", "model.kwargs.ssl_pool": "cls"},
+    ),
 }
 ARMS = ("lafs", "lafs_global", "dino_randomcrop")
 # name -> (method, CPU minutes, unlabelled data); shortest first so that every method has a
@@ -84,6 +90,7 @@ RUNS: dict[str, tuple[str, int, str]] = {
     "dino_randomcrop_30": ("dino_randomcrop", 30, "pool"),
     "lafs_30": ("lafs", 30, "pool"),
     "lafs_global_sharp_30": ("lafs_global_sharp", 30, "pool"),
+    "lafs_cls_30": ("lafs_cls", 30, "pool"),
     "lafs_300": ("lafs", 300, "pool"),
     "lafs_120": ("lafs", 120, "pool"),
     "lafs_global_120": ("lafs_global", 120, "pool"),
@@ -416,6 +423,7 @@ def main() -> None:
     parser.add_argument("--lfw", type=Path, default=SHARED_DATA / "lfw" / "lfw.bin")
     parser.add_argument("--stop-after", choices=["pretrain", "kshot"], default=None)
     parser.add_argument("--snapshot", metavar="RUN", help="score the latest checkpoint of RUN")
+    parser.add_argument("--run", metavar="RUN", help="pretrain (or resume) and score RUN only")
     parser.add_argument("--score", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = args.out.resolve()
@@ -424,6 +432,12 @@ def main() -> None:
         return
     if args.snapshot:
         print(json.dumps(snapshot(args.snapshot, out), indent=2))
+        return
+    if args.run:
+        if args.run not in RUNS:
+            raise SystemExit(f"study_pool: --run {args.run}: not a run (one of {', '.join(RUNS)})")
+        pretrain(args.run, out)
+        print(json.dumps(score(args.run, out), indent=2))
         return
     if args.draws < 2 or args.jobs < 1:
         raise SystemExit("study_pool: --draws must be >= 2 and --jobs >= 1")
