@@ -146,7 +146,7 @@ def pretrain_settings(name: str, run: Path) -> list[str]:
 def pretrain(name: str, out: Path) -> Path:
     """Pretrain (or resume) run ``name`` and export its teacher; the export folder."""
     run = out / name
-    export = run / "export"
+    export = export_dir(out, name)
     if not (export / "model.json").is_file():
         run.mkdir(parents=True, exist_ok=True)
         recipe = RECIPES / METHODS[RUNS[name][0]][1]
@@ -193,8 +193,7 @@ def score_child(name: str, out: Path, lfw_path: Path) -> None:
             result = score_export(save_export(model, out / name, "ssl"), pool, lfw, issame)
     else:
         run, _, step = name.partition("@")
-        export = out / run / ("snapshots" if step else "") / (f"step{step}" if step else "export")
-        result = score_export(export, pool, lfw, issame)
+        result = score_export(export_dir(out, name), pool, lfw, issame)
         metrics = [json.loads(x) for x in (out / run / "metrics.jsonl").read_text().splitlines()]
         logged = [m for m in metrics if "train/cpu_minutes" in m]
         last = [m for m in logged if m["step"] == int(step)][-1] if step else logged[-1]
@@ -209,17 +208,21 @@ def score_child(name: str, out: Path, lfw_path: Path) -> None:
     (out / "scores" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
+def export_dir(out: Path, name: str) -> Path:
+    """Export folder of run ``name``, or of its snapshot at a step for ``RUN@STEP``."""
+    run, _, step = name.partition("@")
+    return out / run / "snapshots" / f"step{step}" if step else out / run / "export"
+
+
 def snapshot(run: str, out: Path) -> dict[str, Any]:
     """``--snapshot RUN``: score the latest checkpoint of a run in progress (a point on its
     learning curve, at the learning rate of that moment, not a finished schedule), kept in
     ``scores/RUN@STEP.json``; the report lists these points under the finished runs."""
-    if run not in RUNS:
-        raise SystemExit(f"study_pool: --snapshot {run}: not a run (one of {', '.join(RUNS)})")
     checkpoints = sorted((out / run / "checkpoints").glob("step_*.pt"))
     if not checkpoints:
         raise SystemExit(f"study_pool: --snapshot {run}: no checkpoint in {out / run}")
     step = int(checkpoints[-1].stem.removeprefix("step_"))
-    export = out / run / "snapshots" / f"step{step}"
+    export = export_dir(out, f"{run}@{step}")
     if not (export / "model.json").is_file():
         cmd = lafs_cmd("export", str(checkpoints[-1]), "--out", str(export), "--overwrite")
         run_logged(cmd, out / f"score_{run}@{step}.log")
@@ -422,8 +425,12 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=3, help="paired k-shot draws")
     parser.add_argument("--lfw", type=Path, default=SHARED_DATA / "lfw" / "lfw.bin")
     parser.add_argument("--stop-after", choices=["pretrain", "kshot"], default=None)
-    parser.add_argument("--snapshot", metavar="RUN", help="score the latest checkpoint of RUN")
-    parser.add_argument("--run", metavar="RUN", help="pretrain (or resume) and score RUN only")
+    parser.add_argument(
+        "--snapshot", metavar="RUN", choices=RUNS, help="score the latest checkpoint of RUN"
+    )
+    parser.add_argument(
+        "--run", metavar="RUN", choices=RUNS, help="pretrain (or resume) and score RUN only"
+    )
     parser.add_argument("--score", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = args.out.resolve()
@@ -434,8 +441,6 @@ def main() -> None:
         print(json.dumps(snapshot(args.snapshot, out), indent=2))
         return
     if args.run:
-        if args.run not in RUNS:
-            raise SystemExit(f"study_pool: --run {args.run}: not a run (one of {', '.join(RUNS)})")
         pretrain(args.run, out)
         print(json.dumps(score(args.run, out), indent=2))
         return
