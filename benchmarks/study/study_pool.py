@@ -18,11 +18,12 @@ SSL feature), each a ``lafs pretrain`` whose schedules follow its CPU budget
 - ``dino_randomcrop``: recipes/pretrain/cpu_small_dino.yaml (2 random resized crops).
 
 Budgets (CPU minutes, one thread per run, ``--jobs`` runs side by side): 30, 120 and 300 for
-``lafs``, 30 and 120 for the others, and ``lafs`` on celeba-112 alone at 120 (pool ablation).
+``lafs``, 30 and 120 for the others, and ``lafs`` on celeba-112 alone at 120 (pool ablation);
+ablations at 30 (METHODS: teacher temperature, the CLS feature, a larger ViT).
 Every run resumes (``--resume auto``): rerun the same command after an interruption and it
 goes on where it stopped; finished runs, scores and finetunings are kept and skipped. Each
 teacher is scored without labels (pool_scores.py: raw, whitened on the pool, wide), as are
-random init and raw pixels. Then k-shot finetuning (1, 2, 5 images per identity and all) from
+both networks at init and raw pixels. Then k-shot finetuning (1, 2, 5 images per identity and all) from
 the ``lafs`` teacher of the best whitened budget and from scratch, ``--draws`` paired draws
 (``run.seed`` picks the images, the head and the batch order, the same for both starts). The
 protocol was fixed before any draw here, from one_shot_draws.py on the 6k study (where it was
@@ -56,7 +57,7 @@ RECIPES = ROOT / "recipes" / "pretrain"
 TEACHER_TEMP = 0.04  # DINO's; at the recipe's 0.07 the teacher collapses to uniform here
 LOCAL_GRID = {"views.local_views": 2, "views.local_layout": "grid", "views.local_landmarks": 25}
 SHARP = {"loss.teacher_temp": TEACHER_TEMP, "loss.warmup_teacher_temp": TEACHER_TEMP}
-BIG_MODEL = {"dim": 192, "depth": 6, "num_heads": 3, "mlp_dim": 768}  # about 2.5x the step
+BIG_MODEL = {"dim": 192, "depth": 6, "num_heads": 3, "mlp_dim": 768}  # a step about 2.3x as long
 METHODS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "lafs": (
         f"LAFS: 2 global + 2 local landmark views (25 of 49, grid), teacher temp {TEACHER_TEMP}",
