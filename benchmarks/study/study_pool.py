@@ -253,10 +253,11 @@ def load_pool(out: Path) -> np.ndarray:
     return np.load(cache, mmap_mode="r")
 
 
-def finetune(init: Path | None, shots: str, seed: int, out: Path, lfw: Path) -> dict[str, Any]:
-    """One k-shot finetuning (kept in ``kshot/<start>_<shots>_s<seed>.json``)."""
-    start = "scratch" if init is None else "lafs"
-    tag = f"{start}_{shots}_s{seed}"
+def finetune(init: str | None, shots: str, seed: int, out: Path, lfw: Path) -> dict[str, Any]:
+    """One k-shot finetuning from the teacher of run ``init`` (None: scratch), kept in
+    ``kshot/<init or scratch>_<shots>_s<seed>.json``, so that a draw from another teacher is
+    never taken for this one's."""
+    tag = f"{init or 'scratch'}_{shots}_s{seed}"
     path = out / "kshot" / f"{tag}.json"
     if path.is_file():
         return json.loads(path.read_text())
@@ -274,7 +275,8 @@ def finetune(init: Path | None, shots: str, seed: int, out: Path, lfw: Path) -> 
         }
     settings = [a for k, v in items.items() for a in ("--set", f"{k}={v}")]
     os.environ["OMP_NUM_THREADS"] = "1"
-    r = finetune_and_score(run, init, lfw, out / "kshot" / f"eval_{tag}", *settings)
+    start = export_dir(out, init) if init else None
+    r = finetune_and_score(run, start, lfw, out / "kshot" / f"eval_{tag}", *settings)
     keep = {k: r[k] for k in ("accuracy", "accuracy_std", "steps", "cpu_minutes")}
     path.write_text(json.dumps(keep, indent=2) + "\n")
     return keep
@@ -480,12 +482,12 @@ def main() -> None:
         scores = dict(zip(names, pool.map(arm, names)))
     if args.stop_after == "pretrain":
         return
-    init = out / best_lafs(scores) / "export"
+    best = best_lafs(scores)
     jobs = [(s, k, seed) for k in SHOTS for seed in range(args.draws) for s in ("lafs", "scratch")]
 
     def one(job: tuple[str, str, int]) -> dict[str, Any]:
         start, shots, seed = job
-        return finetune(init if start == "lafs" else None, shots, seed, out, args.lfw)
+        return finetune(best if start == "lafs" else None, shots, seed, out, args.lfw)
 
     with ThreadPoolExecutor(args.jobs) as pool:
         kshot = dict(zip(jobs, pool.map(one, jobs)))
