@@ -23,13 +23,13 @@ ablations at 30 (METHODS: teacher temperature, the CLS feature, a larger ViT).
 Every run resumes (``--resume auto``): rerun the same command after an interruption and it
 goes on where it stopped; finished runs, scores and finetunings are kept and skipped. Each
 teacher is scored without labels (pool_scores.py: raw, whitened on the pool, wide), as are
-both networks at init and raw pixels. Then k-shot finetuning (1, 2, 5 images per identity and all) from
-the ``lafs`` teacher of the best whitened budget and from scratch, ``--draws`` paired draws
-(``run.seed`` picks the images, the head and the batch order, the same for both starts). The
-protocol was fixed before any draw here, from one_shot_draws.py on the 6k study (where it was
-the pretrained start's best and scratch's within 0.1 point of its own best): embedding head
-whitened on the training images, imprinted class centres, lr 3e-4, about 60 steps, for k-shot;
-recipes/finetune/cpu_small_arcface.yaml as it is (3 epochs, lr 1e-3) for all images. Writes
+both networks at init and raw pixels. Then k-shot finetuning (1, 2, 5 images per identity and
+all) from the ``lafs`` teacher of the best whitened budget and from scratch, ``--draws``
+paired draws (``run.seed`` picks the images, the head and the batch order, the same for both
+starts). The protocol was fixed before any draw here, from one_shot_draws.py on the 6k study
+(where it was the pretrained start's best and scratch's within 0.1 point of its own best):
+embedding head whitened on the training images, imprinted class centres, lr 3e-4, about 60
+steps, for k-shot; recipes/finetune/cpu_small_arcface.yaml as it is (3 epochs, lr 1e-3) for all images. Writes
 benchmarks/results/study_pool.json and its BENCHMARKS.md section once every part is done
 (until then it prints what is done).
 """
@@ -110,8 +110,12 @@ SOURCES = {
     "celeba": ["celeba-112"],
 }
 READOUTS = ("raw", "whitened", "wide")
-# features scored without any training: the cpu_small network at init (and lafs_big's), pixels
-BASELINES = {"random_init": {}, "random_init_big": BIG_MODEL, "raw_pixels": {}}
+# features scored without any training: name -> (table label, model kwargs over cpu_small's)
+BASELINES = {
+    "random_init": ("random init", {}),
+    "random_init_big": ("random init, lafs_big's network", BIG_MODEL),
+    "raw_pixels": ("raw pixels", {}),
+}
 SHOTS = {"1": 1, "2": 2, "5": 5, "all": None}
 KSHOT_STEPS = 60
 KSHOT_PROTOCOL = {
@@ -196,7 +200,7 @@ def score_child(name: str, out: Path, lfw_path: Path) -> None:
     if name in BASELINES:
         cfg = load_recipe(RECIPES / "cpu_small.yaml")
         torch.manual_seed(cfg.run.seed)  # pretraining seeds its model the same way
-        model = create_model(cfg.model.name, **{**cfg.model.kwargs, **BASELINES[name]}).eval()
+        model = create_model(cfg.model.name, **{**cfg.model.kwargs, **BASELINES[name][1]}).eval()
         if name == "raw_pixels":  # as many components as the SSL feature has
             result = score_pixels(pool, lfw, issame, model.ssl_dim)
         else:
@@ -337,14 +341,10 @@ def report(out: Path, scores: dict, kshot: dict, draws: int, wall: float) -> Non
     for path in sorted((out / "scores").glob("*@*.json"), key=snapshot_order):
         run, _, step = path.stem.partition("@")
         s = json.loads(path.read_text())
-        label = f"{RUNS[run][0]}, {RUNS[run][2]}: {run} at step {step}, in progress"
+        label = f"{RUNS[run][0]}, {RUNS[run][2]}: {run} at step {step} (learning curve)"
         rows.append(run_row(label, f"{s['run']['cpu_minutes']:.0f}", s))
-    for name in BASELINES:
-        s = scores[name]
-        label = {"random_init_big": "random init, lafs_big's network"}.get(
-            name, name.replace("_", " ")
-        )
-        rows.append([label, 0, "-", "-", *(pct(s[c]) for c in READOUTS)])
+    for name, (label, _) in BASELINES.items():
+        rows.append([label, 0, "-", "-", *(pct(scores[name][c]) for c in READOUTS)])
     best = best_lafs(scores)
     k_shot: dict[str, Any] = {}
     krows = []
@@ -414,8 +414,9 @@ def report(out: Path, scores: dict, kshot: dict, draws: int, wall: float) -> Non
         f"{data['pool_images']:,} pool faces (utkface-112 + celeba-112, no labels), and the wide "
         f"readout (token grid, top 512 pool PCs, shrinkage 1); +- fold std. Backbone (but for "
         f"lafs_big): ViT dim 128, 4 blocks, patch 16, flatten SSL feature, batch 128, one "
-        f"thread per run, two runs side by side; epochs of the pool (of celeba-112 for the celeba row). k-shot: 298 "
-        f"celeba-112 identities, mean +- s.e. over {draws} paired draws (run.seed 0..{draws - 1}), "
+        f"thread per run, two runs side by side; epochs of the pool (of celeba-112 for the "
+        f"celeba row). k-shot: 298 celeba-112 identities, mean +- s.e. over {draws} paired "
+        f"draws (run.seed 0..{draws - 1}), "
         f"from the best whitened lafs budget ({best}); k-shot protocol: whitened head, imprinted "
         f"centres, lr 3e-4, ~{KSHOT_STEPS} steps (fixed from one_shot_draws.py before these "
         f"draws); all images: cpu_small_arcface.yaml, 3 epochs. Wall of this invocation "
