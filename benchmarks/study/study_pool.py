@@ -30,9 +30,9 @@ paired draws (``run.seed`` picks the images, the head and the batch order, the s
 starts). The protocol was fixed before any draw here, from one_shot_draws.py on the 6k study
 (where it was the pretrained start's best and scratch's within 0.1 point of its own best):
 embedding head whitened on the training images, imprinted class centres, lr 3e-4, about 60
-steps, for k-shot; recipes/finetune/cpu_small_arcface.yaml as it is (3 epochs, lr 1e-3) for all images. Writes
-benchmarks/results/study_pool.json and its BENCHMARKS.md section once every part is done
-(until then it prints what is done).
+steps, for k-shot; recipes/finetune/cpu_small_arcface.yaml as it is (3 epochs, lr 1e-3) for
+all images. Writes benchmarks/results/study_pool.json and its BENCHMARKS.md section once every
+part is done (until then it prints what is done).
 """
 
 from __future__ import annotations
@@ -308,11 +308,12 @@ def best_lafs(scores: dict[str, dict[str, Any]]) -> str:
     return max(runs, key=lambda n: scores[n]["whitened"]["accuracy"])
 
 
-def run_row(label: str, minutes: Any, s: dict[str, Any]) -> list[Any]:
-    """One table row: arm, CPU minutes, steps, epochs, raw / whitened / wide accuracy."""
+def run_row(label: str, s: dict[str, Any]) -> list[Any]:
+    """One table row: arm, CPU minutes measured, steps, epochs, raw / whitened / wide accuracy."""
     r = s["run"]
     epochs = r["epochs"] if r["epochs"] is not None else r["steps"] * 128 / 6019
-    return [label, minutes, r["steps"], f"{epochs:.1f}", *(pct(s[c]) for c in READOUTS)]
+    row = [label, f"{r['cpu_minutes']:.0f}", r["steps"], f"{epochs:.1f}"]
+    return [*row, *(pct(s[c]) for c in READOUTS)]
 
 
 def snapshot_order(path: Path) -> tuple[str, int]:
@@ -336,14 +337,14 @@ def report(out: Path, scores: dict, kshot: dict, draws: int, wall: float) -> Non
                     "wide": s["wide"]["accuracy"],
                 }
             )
-        rows.append(run_row(f"{method}, {data}", f"{s['run']['cpu_minutes']:.0f}", s))
+        rows.append(run_row(f"{method}, {data}", s))
     for arm in ssl.values():
         arm["budgets"].sort(key=lambda b: b["cpu_minutes"])
     for path in sorted((out / "scores").glob("*@*.json"), key=snapshot_order):
         run, _, step = path.stem.partition("@")
         s = json.loads(path.read_text())
         label = f"{RUNS[run][0]}, {RUNS[run][2]}: {run} at step {step} (learning curve)"
-        rows.append(run_row(label, f"{s['run']['cpu_minutes']:.0f}", s))
+        rows.append(run_row(label, s))
     for name, (label, _) in BASELINES.items():
         rows.append([label, 0, "-", "-", *(pct(scores[name][c]) for c in READOUTS)])
     best = best_lafs(scores)
