@@ -26,7 +26,6 @@ import io
 import json
 import multiprocessing as mp
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,8 +35,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lafslib.errors import InputNotFoundError, LafsUserError, PathConflictError
+from lafslib.errors import InputNotFoundError, PathConflictError
 from lafslib.io import BadImageError, list_images, read_image
+from lafslib.landmarks.align_merge import DROP_CHOICES, REPORT, SIDECARS, merge_alignment
 from lafslib.landmarks.align_names import crop_suffix, extra_name, plan_names
 from lafslib.landmarks.align_state import (
     STATE_DIR,
@@ -45,27 +45,16 @@ from lafslib.landmarks.align_state import (
     Shard,
     atomic_write_text,
     check_not_inside,
-    load_manifest,
     photo_in_shard,
-    read_journal,
     register_source,
+    source_entries,
+    written_names,
 )
 from lafslib.landmarks.detectors import DEFAULT_DETECTOR, Face, FaceDetector, create_detector
-from lafslib.landmarks.duplicates import (
-    NEAR_DISTANCE,
-    crop_hash,
-    exact_groups,
-    near_groups,
-    pixel_digest,
-)
-from lafslib.landmarks.store import save_landmarks
+from lafslib.landmarks.duplicates import NEAR_DISTANCE, perceptual_hash, pixel_digest
 from lafslib.landmarks.template import align_face, transform_points
 
 __all__ = ["AlignReport", "align_folder", "align_photo", "merge_alignment", "REPORT"]
-
-REPORT = "align_report.json"
-SIDECARS = ("landmarks5.csv", "landmarks68.csv")
-DROP_CHOICES = ("exact", "near")
 
 
 @dataclass
@@ -186,7 +175,11 @@ def _process(task: tuple[str, str, int, str, float]) -> dict[str, Any]:
     except BadImageError as exc:
         return {"path": rel, "status": "unreadable", "reason": str(exc)}
     faces, small = _aligned(image, _WORKER["detector"], size, policy, min_face, rel)
-    result: dict[str, Any] = {"path": rel, "digest": pixel_digest(image)}
+    result: dict[str, Any] = {
+        "path": rel,
+        "digest": pixel_digest(image),
+        "phash": perceptual_hash(image),
+    }
     if not faces:
         result["status"] = "too_small" if small else "no_face"
         return result
@@ -199,7 +192,7 @@ def _process(task: tuple[str, str, int, str, float]) -> dict[str, Any]:
             "box": np.round(face.box, 1).tolist(),
             "five": five.round(3).tolist(),
             "pts68": None if pts68 is None else pts68.round(3).tolist(),
-            "hash": crop_hash(crop),
+            "hash": perceptual_hash(crop),
         }
         for face, crop, five, pts68 in faces
     ]
@@ -231,28 +224,6 @@ def _settings(
         for k, v in sorted(detector_kwargs.items())
     }
     return {"detector": detector, "options": options, "faces": policy, "min_face": min_face}
-
-
-def _source_entries(dst: Path, source: int) -> dict[str, dict[str, Any]]:
-    """Finished entries of one source over all its parts: ``{photo: entry}``."""
-    done: dict[str, dict[str, Any]] = {}
-    for part in Part.all(dst):
-        if part.source == source:
-            for entry in read_journal(part.journal):
-                if entry.get("status") != "writing":
-                    done[entry["path"]] = entry
-    return done
-
-
-def _written(dst: Path) -> dict[int, set[str]]:
-    """Names alignment wrote (or began to write) into ``dst``, per source."""
-    out: dict[int, set[str]] = {}
-    for part in Part.all(dst):
-        names = out.setdefault(part.source, set())
-        for entry in read_journal(part.journal):
-            names.update(entry.get("outs", ()))
-            names.update(face["out"] for face in entry.get("faces", ()))
-    return out
 
 
 def _write_crop(path: Path, data: bytes) -> None:
@@ -325,13 +296,13 @@ def align_folder(
     part = Part(dst, source, shard)
     part.folder.mkdir(parents=True, exist_ok=True)
     listing = list_images(src)
-    written = _written(dst)
+    written = written_names(dst)
     taken = set().union(*(names for s, names in written.items() if s != source))
     names = plan_names(listing, taken)
     reserved = taken | set(names.values())
     ours = set().union(*written.values())
     photos = [rel for rel in listing if photo_in_shard(rel, shard)]
-    done = _source_entries(dst, source)
+    done = source_entries(dst, source)
     report = AlignReport(photos=len(photos), skipped_done=sum(p in done for p in photos))
     tasks = [(str(src), rel, size, policy, float(min_face)) for rel in photos if rel not in done]
     results = _results(tasks, workers, detector, detector_kwargs, built)
@@ -382,7 +353,7 @@ def _store(
     for name, path, face in zip(outs, paths, result["faces"]):
         _write_crop(path, face.pop("data"))
         faces.append({"out": name, **face})
-    return {"path": result["path"], "status": "ok", "digest": result["digest"], "faces": faces}
+    return {**{k: result[k] for k in ("path", "digest", "phash")}, "status": "ok", "faces": faces}
 
 
 def _count(report: AlignReport, entries: list[dict[str, Any]]) -> None:
@@ -398,144 +369,3 @@ def _count(report: AlignReport, entries: list[dict[str, Any]]) -> None:
             report.unreadable[path] = entry["reason"]
         elif status == "conflict":
             report.conflicts[path] = entry["reason"]
-
-
-def _complete_entries(dst: Path, manifest: dict[str, Any]) -> list[list[dict[str, Any]]]:
-    """Per source, its entries in photo order; every source needs one complete set of shards."""
-    parts = Part.all(dst)
-    out = []
-    for index, record in enumerate(manifest["sources"]):
-        mine = [p for p in parts if p.source == index]
-        counts = sorted({p.shard.count for p in mine})
-        complete = [
-            n
-            for n in counts
-            if all(Part(dst, index, Shard(k, n)).summary.is_file() for k in range(n))
-        ]
-        if not complete:
-            missing = [
-                str(Shard(k, n))
-                for n in counts
-                for k in range(n)
-                if not Part(dst, index, Shard(k, n)).summary.is_file()
-            ]
-            raise LafsUserError(
-                f"{record['path']} is not fully aligned into {dst}: shard(s) "
-                f"{', '.join(missing) or '0/1'} have not finished; run them "
-                f"(lafs align {record['path']} {dst} --shard K/N), then merge again"
-            )
-        entries = _source_entries(dst, index)
-        out.append([entries[p] for p in sorted(entries)])
-    return out
-
-
-def merge_alignment(
-    dst: str | os.PathLike[str],
-    drop_duplicates: str | None = None,
-    near_distance: int = NEAR_DISTANCE,
-) -> dict[str, Any]:
-    """Build ``landmarks5.csv`` (``landmarks68.csv``) and ``align_report.json`` of ``dst`` from
-    the journals of every source and shard; find duplicates and, on request, leave them out.
-
-    Left-out crops move to ``dst/.lafs_align/left_out/`` (and back on a merge without the
-    request), so that a dataset reader never sees them and nothing is deleted. The outputs
-    depend only on the journals, so ``N`` merged shards give the files of one run, byte for byte.
-
-    Args:
-        dst: an aligned folder.
-        drop_duplicates: ``None`` (list only), ``"exact"`` or ``"near"``.
-        near_distance: Hamming distance (of 256 bits) of near-duplicate crops.
-
-    Returns:
-        The report written to ``dst/align_report.json``.
-    """
-    dst = Path(dst).resolve()
-    if drop_duplicates not in (None, *DROP_CHOICES):
-        raise ValueError(f"drop_duplicates must be 'exact' or 'near', got {drop_duplicates!r}")
-    manifest = load_manifest(dst)
-    if manifest is None:
-        raise InputNotFoundError(f"{dst} holds no alignment to merge ({STATE_DIR}/ is missing)")
-    per_source = _complete_entries(dst, manifest)
-    sources = [record["path"] for record in manifest["sources"]]
-
-    def label(index: int, rel: str) -> str:
-        return rel if len(sources) == 1 else f"{sources[index]}/{rel}"
-
-    report: dict[str, Any] = {
-        "sources": [
-            {"path": record["path"], **record["settings"]} for record in manifest["sources"]
-        ],
-        "photos": 0,
-        "faces": 0,
-        "detection_rate": 0.0,
-        "no_face": [],
-        "too_small": [],
-        "unreadable": {},
-        "conflicts": {},
-    }
-    crops: list[tuple[str, dict[str, Any]]] = []
-    first_of: list[tuple[str, list[str]]] = []
-    for index, entries in enumerate(per_source):
-        for entry in entries:
-            report["photos"] += 1
-            status, name = entry["status"], label(index, entry["path"])
-            if status == "ok":
-                outs = [face["out"] for face in entry["faces"]]
-                first_of.append((entry["digest"], outs))
-                crops += [(face["out"], face) for face in entry["faces"]]
-            elif status in ("no_face", "too_small"):
-                report[status].append(name)
-            else:
-                report["unreadable" if status == "unreadable" else "conflicts"][name] = entry[
-                    "reason"
-                ]
-    exact = exact_groups([outs[0] for _, outs in first_of], [d for d, _ in first_of])
-    faces_of = {outs[0]: outs for _, outs in first_of}
-    left_out: set[str] = set()
-    if drop_duplicates is not None:
-        for group in exact:
-            left_out.update(name for first in group[1:] for name in faces_of[first])
-    candidates = [(n, f) for n, f in crops if n not in left_out]
-    near = near_groups(
-        [n for n, _ in candidates], [f["hash"] for _, f in candidates], near_distance
-    )
-    if drop_duplicates == "near":
-        left_out.update(name for group in near for name in group[1:])
-    _move_left_out(dst, {n for n, _ in crops}, left_out)
-    kept = [(n, f) for n, f in crops if n not in left_out]
-    readable = report["photos"] - len(report["unreadable"])
-    found = readable - len(report["no_face"]) - len(report["too_small"])
-    report["faces"] = len(kept)
-    report["detection_rate"] = found / readable if readable else 0.0
-    report["duplicates"] = {
-        "exact": exact,
-        "near": near,
-        "near_distance": near_distance,
-        "left_out": sorted(left_out),
-    }
-    _write_sidecars(dst, kept)
-    atomic_write_text(dst / REPORT, json.dumps(report, indent=2) + "\n")
-    return report
-
-
-def _move_left_out(dst: Path, crops: set[str], left_out: set[str]) -> None:
-    """Move left-out crops under the state folder, and crops no longer left out back."""
-    shelf = dst / STATE_DIR / "left_out"
-    for name in sorted(crops):
-        here, away = dst / name, shelf / name
-        if name in left_out and here.is_file():
-            away.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(here, away)
-        elif name not in left_out and away.is_file() and not here.exists():
-            shutil.move(away, here)
-
-
-def _write_sidecars(dst: Path, kept: list[tuple[str, dict[str, Any]]]) -> None:
-    """landmarks5.csv (and landmarks68.csv) of the kept crops, each written atomically."""
-    for name, column in (("landmarks5.csv", "five"), ("landmarks68.csv", "pts68")):
-        rows = [(n, f[column]) for n, f in kept if f.get(column) is not None]
-        path = dst / name
-        if rows:
-            save_landmarks(path, [n for n, _ in rows], np.asarray([p for _, p in rows]))
-        elif path.is_file() and column == "pts68":
-            path.unlink()  # a sidecar of crops no longer kept (all left out)

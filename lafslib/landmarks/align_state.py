@@ -32,13 +32,15 @@ __all__ = [
     "read_journal",
     "register_source",
     "shard_from_env",
+    "source_entries",
+    "written_names",
 ]
 
 STATE_DIR = ".lafs_align"
 MANIFEST = "manifest.json"
 
 
-class AlignStateError(LafsUserError):
+class AlignStateError(LafsUserError, ValueError):
     """The destination's record does not allow this run (another source, other settings)."""
 
 
@@ -220,3 +222,25 @@ def check_not_inside(path: Path, src: Path) -> Path:
             f"refusing to write {path}: it resolves to {resolved}, inside the source folder {src}"
         )
     return resolved
+
+
+def source_entries(dst: Path, source: int) -> dict[str, dict[str, Any]]:
+    """Finished entries of one source over all its parts: ``{photo: entry}``."""
+    done: dict[str, dict[str, Any]] = {}
+    for part in Part.all(dst):
+        if part.source == source:
+            for entry in read_journal(part.journal):
+                if entry.get("status") != "writing":
+                    done[entry["path"]] = entry
+    return done
+
+
+def written_names(dst: Path) -> dict[int, set[str]]:
+    """Names alignment wrote (or began to write) into ``dst``, per source."""
+    out: dict[int, set[str]] = {}
+    for part in Part.all(dst):
+        names = out.setdefault(part.source, set())
+        for entry in read_journal(part.journal):
+            names.update(entry.get("outs", ()))
+            names.update(face["out"] for face in entry.get("faces", ()))
+    return out
