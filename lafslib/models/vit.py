@@ -84,6 +84,10 @@ class FaceViT(nn.Module):
         num_keypoints: keypoints per face for KP-RPE.
     """
 
+    ssl_unused: tuple[str, ...] = ("head",)
+    """Modules ``forward`` uses and ``forward_ssl`` never reaches (pretraining leaves them
+    out of the optimizer and the teacher's EMA)."""
+
     def __init__(
         self,
         img_size: int = 112,
