@@ -183,9 +183,7 @@ class TrainingLoop:
         if found is None:
             return False
         path, state = found
-        changes = check_recipe_drift(
-            state["config"], config_to_dict(self.cfg), allow_change, path
-        )
+        changes = check_recipe_drift(state["config"], config_to_dict(self.cfg), allow_change, path)
         with restoring(path):
             self.task.load_state_dict(state)
             self.parts.optimizer.load_state_dict(self.task.optimizer_state(state["optimizer"]))

@@ -15,6 +15,7 @@ step it takes effect at; ``config.yaml`` keeps the recipe the run started with.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fnmatch
 import json
@@ -63,10 +64,8 @@ def recipe_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
     ``old`` is read into the current dataclasses first, so a key that a newer lafslib added
     compares at its default, the value the old run used.
     """
-    try:
+    with contextlib.suppress(ConfigError):  # else another version's recipe: compare as is
         old = config_to_dict(config_from_dict(old, "checkpoint"))
-    except ConfigError:
-        pass  # a recipe of another lafslib version: compare the raw mapping
     a, b = _flatten(old), _flatten(new)
     return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
 
@@ -78,9 +77,7 @@ def _harmless(key: str, old: dict[str, Any]) -> bool:
 
 
 def _allowed(key: str, allow: Sequence[str]) -> bool:
-    return any(
-        key == a or key.startswith(f"{a}.") or fnmatch.fnmatchcase(key, a) for a in allow
-    )
+    return any(key == a or key.startswith(f"{a}.") or fnmatch.fnmatchcase(key, a) for a in allow)
 
 
 def _show(value: Any) -> str:
@@ -108,9 +105,7 @@ def check_recipe_drift(
     changes = recipe_changes(old, new)
     refused = [k for k in changes if not _harmless(k, old) and not _allowed(k, allow)]
     if refused:
-        listed = ", ".join(
-            f"{k} {_show(changes[k][0])} -> {_show(changes[k][1])}" for k in refused
-        )
+        listed = ", ".join(f"{k} {_show(changes[k][0])} -> {_show(changes[k][1])}" for k in refused)
         flags = " ".join(f"--allow-change {k}" for k in refused)
         raise CheckpointError(
             f"{checkpoint}: the recipe differs from the run's in keys that change what it "
