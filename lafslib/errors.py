@@ -50,7 +50,14 @@ INTERRUPTED_EXIT_CODE = 75
 (``EX_TEMPFAIL`` of sysexits.h: resume it with ``--resume auto``)."""
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-_FULL_TEXT = ("no space left on device", "disk quota exceeded", "os error 28", "os error 122")
+_FULL_TEXT = (
+    "no space left on device",
+    "disk quota exceeded",
+    "os error 28",
+    "os error 122",
+    "storagefull",  # Rust std::io::ErrorKind (safetensors)
+    "filesystemquotaexceeded",
+)
 
 
 class LafsUserError(Exception):
