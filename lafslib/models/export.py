@@ -41,6 +41,7 @@ __all__ = [
 
 
 FEATURES = ("head", "ssl")
+_DINO_HEAD = "dino_head.safetensors"  # written beside an export by lafs convert --format dino
 
 
 def check_export_target(out_dir: str | os.PathLike[str], overwrite: bool = False) -> None:
@@ -127,12 +128,14 @@ def _umask_mode() -> int:
 
 def _commit(out: Path, files: dict[str, Path]) -> None:
     """Move the export's written ``files`` into ``out`` (``model.json`` last) with the umask's
-    permissions, then remove the ONNX files of a previous export that this one lacks."""
+    permissions, then remove the files of a previous export that this one lacks (its ONNX graph
+    and weights, the DINO head of a converted DINO checkpoint: rewritten after this when the
+    new export has them)."""
     mode = _umask_mode()
     for name, src in sorted(files.items(), key=lambda item: item[0] == "model.json"):
         os.chmod(src, mode)
         os.replace(src, out / name)
-    for stale in out.glob("model.onnx*"):
+    for stale in [*out.glob("model.onnx*"), out / _DINO_HEAD]:
         if stale.name not in files and not stale.name.endswith(".tmp") and stale.is_file():
             stale.unlink()
 

@@ -157,6 +157,7 @@ def test_overwrite_replaces_the_whole_export_and_keeps_the_umask(tmp_path: Path)
     save_export(create_model("vit_test").eval(), out)
     (out / "model.onnx").write_bytes(b"the old network's graph")
     (out / "model.onnx.data").write_bytes(b"its weights")
+    (out / "dino_head.safetensors").write_bytes(b"the head of a converted DINO checkpoint")
     (out / "notes.txt").write_text("the user's own file")
     old = os.umask(0o002)
     try:
