@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import pickle
 
 __all__ = [
@@ -35,8 +36,28 @@ __all__ = [
     "InputNotFoundError",
     "UnknownModelError",
     "ModelArgumentError",
+    "DiskFullError",
+    "DivergedError",
+    "RunInterrupted",
+    "INTERRUPTED_EXIT_CODE",
+    "disk_full",
+    "disk_full_message",
     "user_message",
 ]
+
+INTERRUPTED_EXIT_CODE = 75
+"""Exit code of a training run stopped by SIGTERM, SIGINT or SIGUSR1 after saving a checkpoint
+(``EX_TEMPFAIL`` of sysexits.h: resume it with ``--resume auto``)."""
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_FULL_TEXT = (
+    "no space left on device",
+    "disk quota exceeded",
+    "os error 28",
+    "os error 122",
+    "storagefull",  # Rust std::io::ErrorKind (safetensors)
+    "filesystemquotaexceeded",
+)
 
 
 class LafsUserError(Exception):
@@ -84,6 +105,55 @@ class UnknownModelError(LafsUserError, KeyError):
 
 class ModelArgumentError(LafsUserError, TypeError):
     """Model arguments (``model.kwargs``, an export's ``kwargs``) the model does not take."""
+
+
+class DiskFullError(LafsUserError, OSError):
+    """A write failed because the disk (or the user's quota) is full; the message names the file
+    and says that what was written before is intact."""
+
+
+class DivergedError(LafsUserError, FloatingPointError):
+    """The training loss became NaN or infinite; the message names the step and the way on."""
+
+
+class RunInterrupted(Exception):  # noqa: N818 (not an error: a requested, clean stop)
+    """A training run stopped on a signal after writing a checkpoint of its last step.
+
+    Attributes:
+        exit_code: :data:`INTERRUPTED_EXIT_CODE`.
+    """
+
+    exit_code = INTERRUPTED_EXIT_CODE
+
+
+def disk_full(exc: BaseException) -> BaseException | None:
+    """The exception in ``exc``'s chain (itself, its cause or context) that says the disk or the
+    quota is full: an ``OSError`` with ``ENOSPC``/``EDQUOT``, or an error of a native writer
+    (safetensors, torch's zip writer) whose message says so; None when there is none."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFullError):
+            return exc
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            return exc
+        if any(t in str(exc).lower() for t in _FULL_TEXT):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def disk_full_message(exc: BaseException, path: object = None) -> str:
+    """One line for a full disk: the file (``path``, or the error's own file name), the cause,
+    and what to do."""
+    name = path if path is not None else getattr(exc, "filename", None)
+    quota = (isinstance(exc, OSError) and exc.errno == errno.EDQUOT) or "quota" in str(exc).lower()
+    cause = "disk quota exceeded" if quota else "no space left on device"
+    where = f"{name}: " if name else ""
+    return (
+        f"{where}{cause}; nothing written before was changed: free space (or write elsewhere) "
+        "and run the command again"
+    )
 
 
 def user_message(exc: BaseException) -> str:

@@ -83,10 +83,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lafs`` console script.
 
     A user error (:class:`lafslib.errors.LafsUserError` and the path and value errors above)
-    exits with code 2 and one line on stderr naming the file or key; ``--debug`` or
-    ``LAFS_DEBUG=1`` prints the traceback first.
+    and a full disk (``ENOSPC``/``EDQUOT`` anywhere in the error's chain) exit with code 2 and
+    one line on stderr naming the file or key; ``--debug`` or ``LAFS_DEBUG=1`` prints the
+    traceback first. A training run stopped by a signal after saving its checkpoint exits with
+    :data:`lafslib.errors.INTERRUPTED_EXIT_CODE` (it printed where and how to resume).
     """
-    from lafslib.errors import ConfigError, LafsUserError, user_message
+    from lafslib.errors import (
+        ConfigError,
+        DiskFullError,
+        LafsUserError,
+        RunInterrupted,
+        disk_full,
+        disk_full_message,
+        user_message,
+    )
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -96,9 +106,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = getattr(args, "debug", False) or os.environ.get("LAFS_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except (LafsUserError, *_USER_ERRORS) as exc:
+    except RunInterrupted as exc:
+        return exc.exit_code
+    except Exception as exc:
+        full = disk_full(exc)
+        if full is None and not isinstance(exc, (LafsUserError, *_USER_ERRORS)):
+            raise
         if debug:
             traceback.print_exc()
         kind = "invalid recipe" if isinstance(exc, ConfigError) else "error"
-        print(f"lafs {args.command}: {kind}: {user_message(exc)}", file=sys.stderr)
+        if full is not None and not isinstance(full, DiskFullError):
+            message = disk_full_message(full)
+        else:
+            message = user_message(full if full is not None else exc)
+        print(f"lafs {args.command}: {kind}: {message}", file=sys.stderr)
         return 2

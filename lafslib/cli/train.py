@@ -20,13 +20,27 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
         """
   lafs pretrain recipes/demo/pretrain_demo.yaml
   lafs pretrain recipes/pretrain/cpu_small.yaml --set optim.epochs=2 --resume auto
+  lafs pretrain RECIPE --resume auto --set optim.lr=2e-4 --allow-change optim.lr
   torchrun --nproc_per_node 8 -m lafslib.cli pretrain recipes/pretrain/lafs_fvit_base_webface4m.yaml
 """,
     )
     p.add_argument("recipe", help="YAML recipe with task: pretrain")
     add_overrides(p)
     add_run_dir_options(p)
+    _add_allow_change(p)
     p.set_defaults(func=_run_pretrain)
+
+
+def _add_allow_change(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-change",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="with --resume: accept a change of this recipe key (or section, or glob) that "
+        "changes what the run trains, e.g. --allow-change optim.lr (repeatable); recorded with "
+        "its step in RUN/config_changes.jsonl; without it such a change is refused",
+    )
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
@@ -37,7 +51,9 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.recipe}: 'lafs pretrain' needs task: pretrain, got {cfg.task}")
     from lafslib.engine.pretrain import pretrain
 
-    run_dir = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
+    run_dir = pretrain(
+        cfg, resume=args.resume, overwrite=args.overwrite, allow_change=args.allow_change
+    )
     print(f"run directory: {run_dir}")
     return 0
 
@@ -61,6 +77,7 @@ def add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=None, help="export folder to start from (sets init:)")
     add_overrides(p)
     add_run_dir_options(p)
+    _add_allow_change(p)
     p.set_defaults(func=_run_finetune)
 
 
@@ -73,7 +90,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.recipe}: 'lafs finetune' needs task: finetune, got {cfg.task}")
     from lafslib.engine.finetune import finetune
 
-    print(f"run directory: {finetune(cfg, resume=args.resume, overwrite=args.overwrite)}")
+    run_dir = finetune(
+        cfg, resume=args.resume, overwrite=args.overwrite, allow_change=args.allow_change
+    )
+    print(f"run directory: {run_dir}")
     return 0
 
 

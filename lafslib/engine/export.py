@@ -4,7 +4,8 @@ A pretraining export embeds with the teacher's self-supervised feature (``"featu
 ``model.json``), the one DINO trains; a finetuning export with the trained embedding head.
 
 Writes ``model.safetensors`` + ``model.json`` (what ``lafs finetune --init`` and ``lafs eval``
-load) and, with ``onnx=True``, ``model.onnx`` (:func:`export_onnx`): every registered family
+load) and, with ``onnx=True``, ``model.onnx`` (:func:`export_onnx`), all moved into place
+together, replacing a previous export as a whole (its ``model.onnx`` too); every registered family
 (face ViT, ViT + KP-RPE, CVLFace ViT +- KP-RPE, Part fViT, IResNet, timm ViT) exports with
 ``torch.onnx.export(dynamo=True)`` and a dynamic batch axis. Inputs: ``images`` (B, 3, H, W)
 and, for models that need keypoints (KP-RPE), ``keypoints`` (B, K, 2) as (x, y) in [0, 1];
@@ -84,11 +85,19 @@ def export_run(
     feature = "ssl" if cfg.task == "pretrain" else "head"
     embedder = SSLFeatures(model.eval()) if feature == "ssl" else model.eval()
     extra: dict[str, Any] = {"step": int(state["step"]), "source": str(ckpt)}
-    if onnx:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        export_onnx(embedder, out_dir / "model.onnx")
+    if not onnx:  # a previous export's model.onnx goes: it belongs to other weights
+        save_export(model.eval(), out_dir, feature=feature, **extra)
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = out_dir / f".onnx-{os.getpid()}.tmp"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        export_onnx(embedder, stage / "model.onnx")
         extra["onnx"] = {"file": "model.onnx", **onnx_signature(embedder)}
-    save_export(model.eval(), out_dir, feature=feature, **extra)
+        staged = {f.name: f for f in stage.iterdir() if f.is_file()}
+        save_export(model.eval(), out_dir, feature=feature, staged=staged, **extra)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return out_dir
 
 

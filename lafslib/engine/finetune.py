@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from lafslib.engine.schedules import warmup_cosine
 from lafslib.engine.seeded import SeededViews
 from lafslib.engine.state import autocast_context
 from lafslib.engine.task import RunContext, TaskParts, TrainingTask
+from lafslib.errors import DivergedError
 from lafslib.layers.lora import merge_lora
 from lafslib.losses import PartialFC, frabsm_weights
 from lafslib.models import create_model, save_export, set_drop_path
@@ -64,16 +66,22 @@ __all__ = [
 ]
 
 
-def finetune(cfg: FinetuneConfig, resume: str | None = None, overwrite: bool = False) -> Path:
+def finetune(
+    cfg: FinetuneConfig,
+    resume: str | None = None,
+    overwrite: bool = False,
+    allow_change: Sequence[str] = (),
+) -> Path:
     """Run supervised adaptation; returns the run directory (its ``export/`` holds the model).
 
     Args:
         cfg: the resolved recipe.
-        resume: ``"auto"`` (latest checkpoint of the run, if any), a checkpoint path, or None
-            (then ``run.output_dir`` must be empty or new).
+        resume: ``"auto"`` (latest loadable checkpoint of the run, if any), a checkpoint path,
+            or None (then ``run.output_dir`` must be empty or new).
         overwrite: move a previous run in ``run.output_dir`` aside first.
+        allow_change: recipe keys a resume may change (``--allow-change``).
     """
-    return run_task(FinetuneTask, cfg, resume, overwrite)
+    return run_task(FinetuneTask, cfg, resume, overwrite, allow_change)
 
 
 class FinetuneTask(TrainingTask):
@@ -241,7 +249,12 @@ class FinetuneTask(TrainingTask):
                 pred = self.model.predicted_landmarks.float()
                 loss = loss + weight * torch.nn.functional.mse_loss(pred, target.float())
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopping")
+            raise DivergedError(
+                f"loss is {loss.item()} at step {step}; stopping before it is checkpointed "
+                f"(the checkpoints in {self.ctx.run_dir / 'checkpoints'} are intact): resume "
+                "from one with a lower learning rate or clipping, e.g. --resume auto "
+                "--set optim.lr=... --allow-change optim.lr"
+            )
         return loss, len(x)
 
     def clip(self, epoch: int) -> None:

@@ -1,7 +1,11 @@
 """The one training loop: run directory and its lock, resume, atomic checkpoints and pruning,
 metrics and TensorBoard, CPU budget, distributed set-up and teardown, precision, gradient
-accumulation and clipping, and periodic evaluation, for any :class:`~lafslib.engine.task.
-TrainingTask`.
+accumulation and clipping, periodic evaluation, and a clean stop on SIGTERM/SIGINT/SIGUSR1
+(:mod:`~lafslib.engine.preemption`), for any :class:`~lafslib.engine.task.TrainingTask`.
+
+A resume refuses a recipe that changes the meaning of the run unless the change is allowed
+(:mod:`~lafslib.engine.recipe_drift`); a non-finite loss stops the run with
+:class:`~lafslib.errors.DivergedError` before it is checkpointed.
 
 Every schedule is a function of the global optimizer step plus, with ``run.schedule_by_budget``,
 an offset that keeps the schedules abreast of the CPU budget, so resuming restores only the
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +35,28 @@ from lafslib.engine.distributed import (
     DistInfo,
     all_reduce_max,
     all_reduce_mean,
+    barrier,
     init_distributed,
     teardown,
 )
 from lafslib.engine.logging import RunLogger
 from lafslib.engine.precision import check_precision
+from lafslib.engine.preemption import StopSignals, shield_loader_workers
+from lafslib.engine.recipe_drift import check_recipe_drift, record_changes
 from lafslib.engine.rundir import prepare_run_dir, write_run_files
 from lafslib.engine.state import rng_state, seed_everything, set_rng_state
 from lafslib.engine.task import RunContext, TaskParts, TrainingTask
+from lafslib.errors import DivergedError, RunInterrupted
 
 __all__ = ["TrainingLoop", "run_task"]
 
 
 def run_task(
-    make_task: Callable[[Any], TrainingTask], cfg: Any, resume: str | None, overwrite: bool
+    make_task: Callable[[Any], TrainingTask],
+    cfg: Any,
+    resume: str | None,
+    overwrite: bool,
+    allow_change: Sequence[str] = (),
 ) -> Path:
     """Train the task ``make_task(cfg)`` builds as ``cfg`` says; returns the run directory.
 
@@ -57,14 +69,19 @@ def run_task(
         resume: ``"auto"`` (latest checkpoint of the run, if any), a checkpoint path, or None
             (then ``run.output_dir`` must be empty or new).
         overwrite: move a previous run in ``run.output_dir`` aside first.
+        allow_change: recipe keys (sections, globs) a resume may change although they change
+            the meaning of the run (:func:`~lafslib.engine.recipe_drift.check_recipe_drift`).
 
     Raises:
         ValueError: ``run.precision=fp16`` without a CUDA device.
         RunDirError: the run directory is locked by another job or holds another run.
+        CheckpointError: the resumed recipe changes keys it may not change.
+        DivergedError: the loss became NaN or infinite.
+        RunInterrupted: a stop signal; the checkpoint of the last step was written.
     """
     info = init_distributed(cfg.run.device)
     try:
-        run_dir = _train(make_task, cfg, info, resume, overwrite)
+        run_dir = _train(make_task, cfg, info, resume, overwrite, tuple(allow_change))
     except BaseException:
         teardown(clean=False)
         raise
@@ -78,6 +95,7 @@ def _train(
     info: DistInfo,
     resume: str | None,
     overwrite: bool,
+    allow_change: tuple[str, ...],
 ) -> Path:
     """Set the process up, claim the run directory, and train."""
     note = check_precision(cfg.run.precision, info.device)
@@ -92,7 +110,7 @@ def _train(
     if note:
         logger.print(note)
     try:
-        TrainingLoop(task, RunContext(cfg, info, run_dir, logger)).run(resume)
+        TrainingLoop(task, RunContext(cfg, info, run_dir, logger)).run(resume, allow_change)
     finally:
         logger.close()
         if lock is not None:
@@ -120,14 +138,15 @@ class TrainingLoop:
         self.parts: TaskParts
         self.scaler: torch.amp.GradScaler
         self.clock: CPUClock
+        self.signals = StopSignals()
 
     @property
     def ckpt_dir(self) -> Path:
         """The run's ``checkpoints/``."""
         return self.ctx.run_dir / "checkpoints"
 
-    def run(self, resume: str | None) -> None:
-        """Build, resume, train to the last step, finish."""
+    def run(self, resume: str | None, allow_change: Sequence[str] = ()) -> None:
+        """Build, resume, train to the last step (or to a stop signal), finish."""
         ctx, o = self.ctx, self.cfg.optim
         self.parts = self.task.build(ctx)
         self.scaler = torch.amp.GradScaler(
@@ -137,34 +156,50 @@ class TrainingLoop:
         ctx.total_steps = o.epochs * ctx.steps_per_epoch
         max_steps = self.cfg.run.max_steps
         self.last_step = min(ctx.total_steps, max_steps) if max_steps else ctx.total_steps
-        resumed = self._resume(resume)
+        resumed = self._resume(resume, allow_change)
         self.task.start(ctx, resumed)
         ctx.logger.resume_at(self.step)
-        write_run_files(ctx.run_dir, self.cfg, ctx.info.world_size, ctx.info.is_main)
+        write_run_files(ctx.run_dir, self.cfg, ctx.info.world_size, ctx.info.is_main, resumed)
         ctx.logger.print(self.task.describe(ctx, self.last_step))
         self.parts.module.train()
+        shield_loader_workers(self.parts.loader)
         self.clock = CPUClock(self.cpu_carried)
         self.t_start = time.time()
-        while self.step < self.last_step:
-            self._epoch()
+        with self.signals:
+            while self.step < self.last_step:
+                self._epoch()
         self.task.finish(ctx, self.step)
 
-    def _resume(self, resume: str | None) -> bool:
-        """Load the checkpoint ``resume`` names, if any; True when one was loaded."""
+    def _resume(self, resume: str | None, allow_change: Sequence[str]) -> bool:
+        """Load the checkpoint ``resume`` names, if any, after checking the recipe against the
+        checkpoint's; True when one was loaded."""
+        if not resume:
+            return False
+        ctx = self.ctx
         keys = (*self.task.state_keys, "optimizer", "scaler", "rng")
-        found = resume_checkpoint(self.ckpt_dir, resume, self.task.name, keys) if resume else None
+        found = resume_checkpoint(
+            self.ckpt_dir, resume, self.task.name, keys, ctx.logger.print, ctx.info.is_main
+        )
         if found is None:
             return False
         path, state = found
+        changes = check_recipe_drift(state["config"], config_to_dict(self.cfg), allow_change, path)
         with restoring(path):
             self.task.load_state_dict(state)
-            self.parts.optimizer.load_state_dict(state["optimizer"])
+            self.parts.optimizer.load_state_dict(self.task.optimizer_state(state["optimizer"]))
             self.scaler.load_state_dict(state["scaler"])
             self.step = int(state["step"])
             self.schedule_offset = int(state.get("schedule_offset", 0))
             self.cpu_carried = float(state.get("cpu_minutes", 0.0))
             set_rng_state(state["rng"])
-        self.ctx.logger.print(f"resumed from {path} at step {self.step}")
+        if ctx.info.is_main and record_changes(ctx.run_dir, self.step, path, changes):
+            allowed = [k for k, c in changes.items() if c["allowed"]]
+            if allowed:
+                ctx.logger.print(
+                    f"recipe changed from step {self.step} on: {', '.join(allowed)} "
+                    f"(recorded in {ctx.run_dir / 'config_changes.jsonl'})"
+                )
+        ctx.logger.print(f"resumed from {path} at step {self.step}")
         return True
 
     def _epoch(self) -> None:
@@ -209,10 +244,34 @@ class TrainingLoop:
             with self.clock.exclude():
                 self.task.evaluate(step)
             self.parts.module.train()
-        if step % run.checkpoint_every == 0 or last:
-            if not math.isfinite(float(loss.detach())):
-                raise FloatingPointError(f"loss is {float(loss)} at step {step}; stopping")
+        stop = self.signals.requested(self.ctx.device)
+        if step % run.checkpoint_every == 0 or last or stop:
+            self._check_finite(float(all_reduce_mean(loss.detach())))
             self._save()
+        if stop and not last:
+            self._interrupted()
+
+    def _check_finite(self, loss: float) -> None:
+        """Stop with one line when the (all-reduced) loss is NaN or infinite."""
+        if not math.isfinite(loss):
+            raise DivergedError(
+                f"loss is {loss} at step {self.step}; stopping before it is checkpointed "
+                f"(the checkpoints in {self.ckpt_dir} are intact): resume from one with a "
+                "lower learning rate or stronger clipping, e.g. --resume auto "
+                "--set optim.lr=... --allow-change optim.lr"
+            )
+
+    def _interrupted(self) -> None:
+        """After the checkpoint of a stop signal's step: every rank waits for rank 0's write,
+        then the run stops with one line."""
+        barrier()  # torchrun stops the other ranks when one exits: not before the write
+        path = self.ckpt_dir / f"step_{self.step:08d}.pt"
+        line = (
+            f"stopped by {self.signals.received or 'a signal on another rank'} after step "
+            f"{self.step}: saved {path}; continue with the same command and --resume auto"
+        )
+        self.ctx.logger.print(line)
+        raise RunInterrupted(line)
 
     def _budget_used(self, cpu_minutes: float) -> float:
         """Share of ``run.max_cpu_minutes`` used, the largest over ranks (so every rank stops
@@ -235,8 +294,7 @@ class TrainingLoop:
             self.last_step = step
         elapsed = time.time() - self.t_start
         loss_value = float(all_reduce_mean(loss.detach()))
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss is {loss_value} at step {step}; stopping")
+        self._check_finite(loss_value)
         common = {
             "cpu_minutes": cpu_minutes,
             "schedule_step": at,

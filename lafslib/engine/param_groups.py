@@ -81,12 +81,18 @@ def param_groups_layer_decay(
     return [groups[k] for k in sorted(groups)]
 
 
-def param_groups(model: nn.Module, skip: set[str] | None = None) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on matrices, none on biases, norms and ``skip`` names."""
-    skip = skip or set()
+def param_groups(
+    model: nn.Module, skip: set[str] | None = None, include: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices, none on biases, norms and ``skip`` names.
+
+    Parameters that do not require gradients are left out, except the names in ``include``
+    (the layout of an older optimizer state).
+    """
+    skip, include = skip or set(), include or set()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad and name not in include:
             continue
         plain = name.removeprefix("module.").removeprefix("backbone.")
         if p.ndim <= 1 or name.endswith(".bias") or plain in skip:

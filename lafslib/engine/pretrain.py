@@ -10,6 +10,7 @@ and its state: student, teacher, DINO centre and the neighbour queue.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from lafslib.config import ConfigError, PretrainConfig
 from lafslib.engine.clipping import clip_gradients
 from lafslib.engine.compile import compile_methods
 from lafslib.engine.distributed import all_reduce_mean, wrap_ddp
-from lafslib.engine.ema import update_ema
+from lafslib.engine.ema import TeacherEMA
 from lafslib.engine.loop import run_task
 from lafslib.engine.optim import adamw
 from lafslib.engine.param_groups import param_groups
@@ -54,16 +55,22 @@ __all__ = [
 ]
 
 
-def pretrain(cfg: PretrainConfig, resume: str | None = None, overwrite: bool = False) -> Path:
+def pretrain(
+    cfg: PretrainConfig,
+    resume: str | None = None,
+    overwrite: bool = False,
+    allow_change: Sequence[str] = (),
+) -> Path:
     """Run self-supervised pretraining; returns the run directory.
 
     Args:
         cfg: the resolved recipe.
-        resume: ``"auto"`` (latest checkpoint of the run, if any), a checkpoint path, or None
-            (then ``run.output_dir`` must be empty or new).
+        resume: ``"auto"`` (latest loadable checkpoint of the run, if any), a checkpoint path,
+            or None (then ``run.output_dir`` must be empty or new).
         overwrite: move a previous run in ``run.output_dir`` aside first.
+        allow_change: recipe keys a resume may change (``--allow-change``).
     """
-    return run_task(PretrainTask, cfg, resume, overwrite)
+    return run_task(PretrainTask, cfg, resume, overwrite, allow_change)
 
 
 class PretrainTask(TrainingTask):
@@ -133,10 +140,16 @@ class PretrainTask(TrainingTask):
         device = ctx.device
         self.student = SSLNetwork(backbone, head, mosaic_views=cfg.views.kind == "lafs")
         self.student = self.student.to(device)
+        # the backbone's embedding head never sees the views: out of the optimizer and EMA
+        self.unused = self.student.ssl_unused_parameters()
+        for name, p in self.student.named_parameters():
+            if name in self.unused:
+                p.requires_grad_(False)
         self.teacher = copy.deepcopy(self.student)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.teacher.eval()
+        self.ema = TeacherEMA(self.teacher, self.student)
         if cfg.run.compile:  # after the copy: the teacher gets its own compiled forward
             compile_methods(
                 [(net.encoder, "forward_ssl") for net in (self.student, self.teacher)],
@@ -149,9 +162,9 @@ class PretrainTask(TrainingTask):
             self.queue = NeighbourQueue(
                 lc.neighbour_queue, backbone.ssl_dim, h.out_dim, lc.neighbour_k
             ).to(device)
-        skip = set(getattr(backbone, "no_weight_decay", lambda: set())())
-        optimizer = adamw(param_groups(self.student, skip), lr=0.0)
-        # the backbone's embedding head is not used by forward_ssl: let DDP skip it
+        self.skip = set(getattr(backbone, "no_weight_decay", lambda: set())())
+        optimizer = adamw(param_groups(self.student, self.skip), lr=0.0)
+        # a Part fViT's landmark CNN is not used on mosaic views: let DDP skip what is unused
         self.net = wrap_ddp(self.student, ctx.info, find_unused_parameters=True)
         self.optimizer = optimizer
         return optimizer
@@ -238,14 +251,14 @@ class PretrainTask(TrainingTask):
     def clip(self, epoch: int) -> None:
         """Per-parameter clipping; the last head layer gets no update in its frozen epochs."""
         if self.cfg.optim.clip_grad > 0:
-            clip_gradients(self.student, self.cfg.optim.clip_grad)
+            clip_gradients(self.ema.student, self.cfg.optim.clip_grad)
         if epoch < self.cfg.optim.freeze_last_layer_epochs:
             for p in self.student.head.last_layer.parameters():
                 p.grad = None
 
     def after_step(self, scheduled: dict[str, float]) -> None:
         """The teacher follows the student (EMA with the scheduled momentum)."""
-        update_ema(self.teacher, self.student, scheduled["momentum"])
+        self.ema.update(scheduled["momentum"])
 
     def metrics(
         self, loss: float, scheduled: dict[str, float], common: dict[str, float]
@@ -276,6 +289,28 @@ class PretrainTask(TrainingTask):
         if self.queue is not None:
             state["neighbours"] = self.queue.state_dict()
         return state
+
+    def optimizer_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """An optimizer state of a lafslib that still held the unused embedding head in the
+        optimizer (which never stepped it: it holds no moments) drops those entries."""
+        if [len(g["params"]) for g in state["param_groups"]] == [
+            len(g["params"]) for g in self.optimizer.param_groups
+        ]:
+            return state
+        old_groups = param_groups(self.student, self.skip, include=self.unused)
+        names = {id(p): n for n, p in self.student.named_parameters()}
+        old_names = [names[id(p)] for g in old_groups for p in g["params"]]
+        if len(old_names) != sum(len(g["params"]) for g in state["param_groups"]):
+            return state  # another layout: load_state_dict reports the mismatch
+        kept = [i for i, n in enumerate(old_names) if n not in self.unused]
+        index = {old: new for new, old in enumerate(kept)}
+        return {
+            "state": {index[i]: v for i, v in state["state"].items() if i in index},
+            "param_groups": [
+                {**g, "params": [index[i] for i in g["params"] if i in index]}
+                for g in state["param_groups"]
+            ],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.student.load_state_dict(state["student"])

@@ -170,9 +170,17 @@ def _lock_and_claim(run_dir: Path, resume: str | None, overwrite: bool) -> RunLo
     return lock
 
 
-def write_run_files(run_dir: str | Path, cfg: Any, world_size: int, is_main: bool) -> None:
-    """On rank 0, write the resolved ``config.yaml`` and ``env.json`` of the run."""
+def write_run_files(
+    run_dir: str | Path, cfg: Any, world_size: int, is_main: bool, resumed: bool = False
+) -> None:
+    """On rank 0, write the resolved ``config.yaml`` and ``env.json`` of the run.
+
+    A resumed run keeps the ``config.yaml`` its run started with (the changes a resume makes
+    go to ``config_changes.jsonl``, :mod:`~lafslib.engine.recipe_drift`); it writes one only
+    where there is none (a run resumed from another run's checkpoint).
+    """
     if is_main:
         run_dir = Path(run_dir)
-        dump_config(cfg, run_dir / "config.yaml")
+        if not (resumed and (run_dir / "config.yaml").is_file()):
+            dump_config(cfg, run_dir / "config.yaml")
         (run_dir / "env.json").write_text(json.dumps(environment(world_size), indent=2) + "\n")

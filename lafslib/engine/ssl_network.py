@@ -32,22 +32,35 @@ class SSLNetwork(nn.Module):
             return self.backbone.vit
         return self.backbone
 
+    def ssl_unused_parameters(self) -> set[str]:
+        """Names of the parameters the views never reach: the backbone's embedding head
+        (its ``ssl_unused`` module prefixes), used by ``forward`` but not ``forward_ssl``."""
+        prefixes = tuple(f"backbone.{p}." for p in getattr(self.backbone, "ssl_unused", ()))
+        return {n for n, _ in self.named_parameters() if prefixes and n.startswith(prefixes)}
+
     def forward(
         self, views: list[dict[str, torch.Tensor]], return_features: bool = False
     ) -> list[torch.Tensor] | tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Head outputs, one (B, out_dim) tensor per view, in view order; with
-        ``return_features`` also the backbone's SSL features, one (B, ssl_dim) per view."""
-        outputs: list[torch.Tensor] = [torch.empty(0)] * len(views)
+        ``return_features`` also the backbone's SSL features, one (B, ssl_dim) per view.
+
+        The backbone runs once per token count; the head once on the features of every view
+        (as DINO's multi-crop wrapper), so its weight-normed last layer is built once.
+        """
         features: list[torch.Tensor] = [torch.empty(0)] * len(views)
         samples_patches = hasattr(self.backbone, "landmark_net")
         encoder = self.encoder
+        order: list[int] = []
         for indices, merged in group_views(views):
             centers = (
                 None if samples_patches and not self.mosaic_views else merged.get("token_centers")
             )
             feats = encoder.forward_ssl(merged["image"], merged.get("keypoints"), centers)
-            for i, chunk, feat in zip(
-                indices, self.head(feats).chunk(len(indices)), feats.chunk(len(indices))
-            ):
-                outputs[i], features[i] = chunk, feat
+            for i, feat in zip(indices, feats.chunk(len(indices))):
+                features[i] = feat
+            order.extend(indices)
+        merged_out = self.head(torch.cat([features[i] for i in order]))
+        outputs: list[torch.Tensor] = [torch.empty(0)] * len(views)
+        for i, chunk in zip(order, merged_out.split([len(features[i]) for i in order])):
+            outputs[i] = chunk
         return (outputs, features) if return_features else outputs

@@ -132,5 +132,10 @@ class TrainingTask(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the task's entries of a checkpoint."""
 
+    def optimizer_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The optimizer's checkpoint entry as this task's optimizer loads it (a task whose
+        parameter groups changed between versions maps an older layout here)."""
+        return state
+
     def finish(self, ctx: RunContext, step: int) -> None:  # noqa: B027 (optional hook)
         """Called once after the last step (e.g. export the model)."""

@@ -83,6 +83,10 @@ class CVLFaceViT(nn.Module):
         num_keypoints: keypoints per face.
     """
 
+    ssl_unused: tuple[str, ...] = ("feature",)
+    """Modules ``forward`` uses and ``forward_ssl`` never reaches (pretraining leaves them
+    out of the optimizer and the teacher's EMA)."""
+
     def __init__(
         self,
         img_size: int = 112,

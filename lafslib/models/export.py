@@ -3,19 +3,31 @@
 Loading rebuilds the model from the registry and reads tensors with safetensors, so an export
 never executes code. A missing, truncated or mismatched file raises
 :class:`~lafslib.errors.ExportError` naming it.
+
+Writing one is all or nothing: every file is written to a temporary name first, then renamed
+into place (``model.json`` last), so a full disk leaves the previous export as it was
+(:class:`~lafslib.errors.DiskFullError`); files of the previous export that the new one does not
+write (a stale ``model.onnx``) are removed; files get the permissions the umask gives.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lafslib.errors import ExportError, InputNotFoundError
+from lafslib.errors import (
+    DiskFullError,
+    ExportError,
+    InputNotFoundError,
+    disk_full,
+    disk_full_message,
+)
 from lafslib.models._registry import create_model, model_info
 from lafslib.models.ssl_features import SSLFeatures
 
@@ -29,6 +41,7 @@ __all__ = [
 
 
 FEATURES = ("head", "ssl")
+_DINO_HEAD = "dino_head.safetensors"  # written beside an export by lafs convert --format dino
 
 
 def check_export_target(out_dir: str | os.PathLike[str], overwrite: bool = False) -> None:
@@ -58,9 +71,14 @@ def check_export_target(out_dir: str | os.PathLike[str], overwrite: bool = False
 
 
 def save_export(
-    model: nn.Module, out_dir: str | os.PathLike[str], feature: str = "head", **extra: Any
+    model: nn.Module,
+    out_dir: str | os.PathLike[str],
+    feature: str = "head",
+    staged: Mapping[str, str | os.PathLike[str]] | None = None,
+    **extra: Any,
 ) -> Path:
-    """Write ``model.safetensors`` and ``model.json`` into ``out_dir`` (atomically per file).
+    """Write ``model.safetensors`` and ``model.json`` into ``out_dir``, replacing a previous
+    export there as a whole.
 
     Args:
         model: the backbone.
@@ -68,7 +86,12 @@ def save_export(
         feature: what the export embeds with: ``"head"`` (the backbone's embedding head, as
             trained by finetuning) or ``"ssl"`` (its self-supervised feature ``forward_ssl``,
             for pretraining exports); recorded in ``model.json`` with its width.
+        staged: more files of this export already written elsewhere on the same file system
+            (``name -> path``, e.g. ``model.onnx``), moved in with the weights.
         extra: more ``model.json`` entries (step, source, ...).
+
+    Raises:
+        DiskFullError: the disk filled up; the previous export is intact.
     """
     if feature not in FEATURES:
         raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
@@ -80,12 +103,41 @@ def save_export(
     info.update(extra)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = out / "model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt", "name": info["name"]})
-    os.replace(tmp, out / "model.safetensors")
     tmp_json = out / "model.json.tmp"
-    tmp_json.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp_json, out / "model.json")
+    try:
+        save_file(state, str(tmp), metadata={"format": "pt", "name": info["name"]})
+        tmp_json.write_text(json.dumps(info, indent=2) + "\n")
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        tmp_json.unlink(missing_ok=True)
+        full = disk_full(exc)
+        if full is not None:
+            raise DiskFullError(disk_full_message(full, out / "model.safetensors")) from exc
+        raise
+    files = {**(staged or {}), "model.safetensors": tmp, "model.json": tmp_json}
+    _commit(out, {name: Path(p) for name, p in files.items()})
     return out
+
+
+def _umask_mode() -> int:
+    """``0o666`` less the process umask: what ``open()`` would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _commit(out: Path, files: dict[str, Path]) -> None:
+    """Move the export's written ``files`` into ``out`` (``model.json`` last) with the umask's
+    permissions, then remove the files of a previous export that this one lacks (its ONNX graph
+    and weights, the DINO head of a converted DINO checkpoint: rewritten after this when the
+    new export has them)."""
+    mode = _umask_mode()
+    for name, src in sorted(files.items(), key=lambda item: item[0] == "model.json"):
+        os.chmod(src, mode)
+        os.replace(src, out / name)
+    for stale in [*out.glob("model.onnx*"), out / _DINO_HEAD]:
+        if stale.name not in files and not stale.name.endswith(".tmp") and stale.is_file():
+            stale.unlink()
 
 
 def read_export_info(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -86,6 +86,10 @@ class IResNet(nn.Module):
             frozen scale; AdaFace/CVLFace: no affine parameters).
     """
 
+    ssl_unused: tuple[str, ...] = ("fc", "features")
+    """Modules ``forward`` uses and ``forward_ssl`` never reaches (pretraining leaves them
+    out of the optimizer and the teacher's EMA)."""
+
     def __init__(
         self,
         layers: Sequence[int] = (3, 4, 14, 3),

@@ -160,6 +160,11 @@ class PartFViT(nn.Module):
         centers = self._centers(x, token_centers)
         return self.vit.forward_features(self.mosaic(x, centers), keypoints, centers)
 
+    @property
+    def ssl_unused(self) -> tuple[str, ...]:
+        """The transformer's modules that ``forward_ssl`` never reaches (its embedding head)."""
+        return tuple(f"vit.{p}" for p in getattr(self.vit, "ssl_unused", ()))
+
     def forward_ssl(
         self,
         x: torch.Tensor,

@@ -28,6 +28,7 @@ import torch
 from einops import rearrange
 from timm.layers import DropPath, resample_abs_pos_embed
 from torch import nn
+from torch.nn import functional as F
 
 from lafslib.layers.attention import Attention
 from lafslib.layers.kprpe import KPRPE, run_blocks
@@ -82,7 +83,17 @@ class FaceViT(nn.Module):
         kprpe: add KP-RPE biases to every block (then ``keypoints`` are required).
         kprpe_variant: KP-RPE context sharing (see :class:`~lafslib.layers.KPRPE`).
         num_keypoints: keypoints per face for KP-RPE.
+        pos_interp: how the position embedding is resampled to another token grid (local
+            views): ``"exact"`` (timm's ``resample_abs_pos_embed``: bicubic onto exactly the
+            new grid; the default) or ``"dino"`` (facebookresearch/dino's
+            ``interpolate_pos_encoding``: bicubic with the scale factor ``(g + 0.1) / G``,
+            which samples slightly inside the exact grid's positions; for parity with DINO
+            checkpoints and training runs). Both are equal on the training grid.
     """
+
+    ssl_unused: tuple[str, ...] = ("head",)
+    """Modules ``forward`` uses and ``forward_ssl`` never reaches (pretraining leaves them
+    out of the optimizer and the teacher's EMA)."""
 
     def __init__(
         self,
@@ -101,10 +112,14 @@ class FaceViT(nn.Module):
         kprpe_variant: str = "splithead_unshared",
         num_keypoints: int = 5,
         ssl_pool: str = "cls",
+        pos_interp: str = "exact",
     ) -> None:
         super().__init__()
         if ssl_pool not in ("cls", "flatten"):
             raise ValueError(f"ssl_pool must be 'cls' or 'flatten', got {ssl_pool!r}")
+        if pos_interp not in ("exact", "dino"):
+            raise ValueError(f"pos_interp must be 'exact' or 'dino', got {pos_interp!r}")
+        self.pos_interp = pos_interp
         self.patch_size = patch_size
         self.grid = img_size // patch_size
         self.dim = dim
@@ -148,8 +163,15 @@ class FaceViT(nn.Module):
         )
 
     def _pos_embed(self, grid: int) -> torch.Tensor:
+        """Position embeddings (1, 1 + grid**2, dim) for a ``grid`` x ``grid`` token grid."""
         if grid == self.grid:
             return self.pos_embed
+        if self.pos_interp == "dino":
+            patches = rearrange(self.pos_embed[:, 1:], "1 (h w) d -> 1 d h w", h=self.grid)
+            scale = (grid + 0.1) / self.grid  # DINO's offset: the output is still grid x grid
+            patches = F.interpolate(patches, scale_factor=(scale, scale), mode="bicubic")
+            patches = rearrange(patches, "1 d h w -> 1 (h w) d")
+            return torch.cat([self.pos_embed[:, :1], patches], dim=1)
         return resample_abs_pos_embed(
             self.pos_embed,
             [grid, grid],

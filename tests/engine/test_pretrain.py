@@ -17,7 +17,7 @@ import yaml
 from lafslib.cli import main
 from lafslib.config import ConfigError, load_recipe
 from lafslib.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from lafslib.engine.ema import update_ema
+from lafslib.engine.ema import TeacherEMA, update_ema
 from lafslib.engine.pretrain import pretrain
 from lafslib.engine.sampler import ResumableSampler
 from lafslib.engine.schedules import warmup_cosine
@@ -391,13 +391,13 @@ class _StepClock:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.steps = 0
-        real_ema = update_ema
+        real_update = TeacherEMA.update
 
-        def counting_ema(*args, **kwargs):
+        def counting_update(ema, momentum):
             self.steps += 1
-            return real_ema(*args, **kwargs)
+            return real_update(ema, momentum)
 
-        monkeypatch.setattr("lafslib.engine.pretrain.update_ema", counting_ema)
+        monkeypatch.setattr(TeacherEMA, "update", counting_update)
         monkeypatch.setattr("lafslib.engine.cputime.cpu_seconds", lambda: 15.0 * self.steps)
 
 
