@@ -82,6 +82,12 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(f"whitened on {w['images']} faces of {w['folder']} ({w['skipped']} unreadable)")
     for name, r in report["results"].items():
         print(f"{name}: accuracy {100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}")
+        shown = [
+            f"FAR={far} {'n/a' if t is None else format(t['similarity'], '.4f')}"
+            for far, t in r.get("thresholds", {}).items()
+        ]
+        if shown:
+            print(f"{name}: similarity thresholds {', '.join(shown)} (report.json@FAR)")
     if "ijb" in report:
         for mode, r in report["ijb"]["modes"].items():
             tar = r["tar_at_far"].get("0.0001")

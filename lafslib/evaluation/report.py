@@ -56,6 +56,28 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}"
 
 
+def _thresholds_markdown(results: dict[str, dict[str, Any]]) -> list[str]:
+    fars = list(next(r["thresholds"] for r in results.values() if "thresholds" in r))
+    lines = [
+        "",
+        "## Decision thresholds (cosine similarity, all pairs pooled)",
+        "",
+        "Accept a pair as one person when its similarity is at least the threshold; "
+        "`lafs verify --threshold report.json@1e-3` reads them. n/a: fewer than 1/FAR "
+        "different-person pairs.",
+        "",
+        "| set | " + " | ".join(f"FAR={f}" for f in fars) + " |",
+        "|---|" + "---|" * len(fars),
+    ]
+    for name, r in results.items():
+        cells = []
+        for far in fars:
+            t = r.get("thresholds", {}).get(far)
+            cells.append("n/a" if t is None else f"{t['similarity']:.4f} (TAR {_pct(t['tar'])})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _ijb_markdown(ijb: dict[str, Any]) -> list[str]:
     fars = list(next(iter(ijb["modes"].values()))["tar_at_far"])
     lines = [
@@ -127,6 +149,8 @@ def markdown_report(
             f"| {100 * r['val']:.2f} +- {100 * r['val_std']:.2f} | {_pct(tar.get('0.001'))} "
             f"| {_pct(tar.get('0.01'))} |"
         )
+    if any("thresholds" in r for r in results.values()):
+        lines += _thresholds_markdown(results)
     if ijb is not None:
         lines += _ijb_markdown(ijb)
     if identification is not None:
@@ -214,6 +238,11 @@ def evaluate_export(
 ) -> dict[str, Any]:
     """Evaluate an exported model; write report.json, report.md and ROC curves as PNG.
 
+    ``report.json`` records the model's identity (``model_id``:
+    :func:`~lafslib.evaluation.identity.model_identity`) and, per ``.bin`` set, the similarity
+    thresholds at FAR 1e-2, 1e-3 and 1e-4 over all pairs (``thresholds``), which
+    ``lafs verify --threshold report.json@1e-3`` reads.
+
     Args:
         model_path: export folder.
         bins: insightface ``.bin`` sets (10-fold protocol; ``roc.png``).
@@ -232,6 +261,7 @@ def evaluate_export(
     from lafslib.data.verification import load_bin
     from lafslib.errors import InputNotFoundError
     from lafslib.evaluation.embed import embed_images
+    from lafslib.evaluation.identity import model_identity
     from lafslib.evaluation.whitening import fit_whitening
     from lafslib.models import load_export
 
@@ -262,7 +292,12 @@ def evaluate_export(
         r["seconds"] = round(time.time() - t0, 2)
         results[name] = r
         curves[name] = roc_curve(-pair_distances(emb), issame)
-    report: dict[str, Any] = {"model": str(model_path), "flip": flip, "results": results}
+    report: dict[str, Any] = {
+        "model": str(model_path),
+        "model_id": model_identity(model_path),
+        "flip": flip,
+        "results": results,
+    }
     if whitening is not None:
         report["whitening"] = whitening
     out.mkdir(parents=True, exist_ok=True)  # only once the inputs have been read
