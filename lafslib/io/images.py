@@ -2,7 +2,8 @@
 
 Grayscale, palette, RGBA/LA (composited on black), CMYK, 16-bit and other modes are converted
 to 8-bit RGB; huge images are decoded at reduced size (JPEG draft mode) and resized so that the
-longest side is at most ``max_side``. Truncated, zero-byte and non-image files raise
+longest side is at most ``max_side``. Photos carrying an EXIF orientation tag (phones) are turned
+upright, as every viewer shows them. Truncated, zero-byte and non-image files raise
 :class:`BadImageError`, which datasets catch, count and report with a warning naming the file.
 """
 
@@ -15,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lafslib.errors import DataError
 
@@ -30,6 +31,7 @@ __all__ = [
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 MAX_PIXELS = 12_000 * 12_000  # refuse decompression bombs beyond this many pixels
+ORIENTATION_TAG = 0x0112  # EXIF Orientation
 
 
 class BadImageError(DataError):
@@ -63,6 +65,13 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _upright(img: Image.Image) -> Image.Image:
+    """The image as displayed: EXIF orientation 2-8 applied (flips and quarter turns)."""
+    if img.getexif().get(ORIENTATION_TAG, 1) in (1, None):
+        return img
+    return ImageOps.exif_transpose(img)
+
+
 def decode_image(data: bytes, name: str = "<bytes>", max_side: int | None = 4096) -> np.ndarray:
     """Decode encoded image bytes to uint8 RGB ``(H, W, 3)``.
 
@@ -85,7 +94,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_side: int | None = 4096
             if max_side is not None and max(img.size) > max_side and img.format == "JPEG":
                 img.draft("RGB", (max_side, max_side))
             img.load()
-            img = _to_rgb(img)
+            img = _to_rgb(_upright(img))
             if max_side is not None and max(img.size) > max_side:
                 img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8).copy()
