@@ -32,11 +32,14 @@ __all__ = [
     "EmbeddedFace",
     "FaceEmbedder",
     "NoFaceError",
+    "PreparedFaces",
     "Verification",
+    "detect_faces",
     "load_embedding_model",
+    "prepare_faces",
 ]
 
-DEFAULT_DETECTOR = "dlib"
+DEFAULT_DETECTOR = "yunet"
 """The detector a FaceEmbedder builds when none is given."""
 
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -46,7 +49,9 @@ class NoFaceError(DataError):
     """A photo in which the detector finds no face."""
 
 
-def load_embedding_model(source: str | os.PathLike[str], backend: str = "auto", device: str = "cpu"):
+def load_embedding_model(
+    source: str | os.PathLike[str], backend: str = "auto", device: str = "cpu"
+):
     """The embedding model of an export folder, on ``backend`` (``auto``, ``torch``).
 
     Returns:
@@ -76,6 +81,99 @@ def _check_has_head(folder: Path, allow_ssl: bool) -> None:
             "'feature': 'ssl', the self-supervised feature); finetune it first "
             f"('lafs finetune --init {folder}'), or allow its SSL feature (--allow-ssl)"
         )
+
+
+@dataclass
+class PreparedFaces:
+    """The aligned faces of one or more photos, ready to embed.
+
+    Attributes:
+        crops: uint8 (F, S, S, 3) aligned crops.
+        keypoints: float32 (F, 5, 2) the 5 points in [0, 1] of the crop (for KP-RPE models).
+        landmarks: (F, 5, 2) the 5 points in photo pixels.
+        boxes: (F, 4) ``x0, y0, x1, y1`` in photo pixels.
+        scores: (F,) detector scores (NaN for aligned input).
+    """
+
+    crops: np.ndarray
+    keypoints: np.ndarray
+    landmarks: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+
+    @staticmethod
+    def empty(size: int) -> PreparedFaces:
+        """No face."""
+        return PreparedFaces(
+            np.zeros((0, size, size, 3), np.uint8),
+            np.zeros((0, 5, 2), np.float32),
+            np.zeros((0, 5, 2)),
+            np.zeros((0, 4)),
+            np.zeros(0),
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[PreparedFaces]) -> PreparedFaces:
+        """The faces of several photos, in order."""
+        names = ("crops", "keypoints", "landmarks", "boxes", "scores")
+        return PreparedFaces(*(np.concatenate([getattr(p, k) for p in parts]) for k in names))
+
+
+def detect_faces(image: np.ndarray, detector: Any, max_faces: int = 0) -> list[Any]:
+    """Detected faces of an RGB photo, largest first, at most ``max_faces`` (0: all)."""
+    faces = sorted(detector.detect(image), key=lambda f: -f.area)
+    return faces[:max_faces] if max_faces else faces
+
+
+def prepare_faces(
+    image: np.ndarray, detector: Any | None, size: int, max_faces: int = 0, name: str = "photo"
+) -> PreparedFaces:
+    """Detect and align the faces of one photo (or take it as one aligned crop).
+
+    Args:
+        image: uint8 (H, W, 3) RGB.
+        detector: a face detector; None: ``image`` is a crop already aligned at ``size``
+            (box = the whole crop, landmarks = the ArcFace template, score NaN).
+        size: side of the aligned crops (the model's input size).
+        max_faces: largest faces kept (0: all).
+        name: the photo's name, for messages.
+
+    Raises:
+        DataError: an aligned crop that is not ``size x size``.
+    """
+    from lafslib.landmarks.template import align_face, template_for_size, transform_points
+
+    if detector is None:
+        if image.shape[:2] != (size, size):
+            raise DataError(
+                f"{name}: an aligned crop must be {size}x{size}, got {image.shape[1]}x"
+                f"{image.shape[0]} (a raw photo? detect faces instead)"
+            )
+        five = template_for_size(size)
+        return PreparedFaces(
+            image[None],
+            (five / size)[None].astype(np.float32),
+            five[None],
+            np.array([[0.0, 0.0, float(size), float(size)]]),
+            np.array([np.nan]),
+        )
+    found = detect_faces(image, detector, max_faces)
+    if not found:
+        return PreparedFaces.empty(size)
+    crops, kps, points = [], [], []
+    for face in found:
+        five = np.asarray(face.five_points(), dtype=np.float64)
+        crop, matrix = align_face(image, five, size)
+        crops.append(crop)
+        points.append(five)
+        kps.append(transform_points(five, matrix) / size)
+    return PreparedFaces(
+        np.stack(crops),
+        np.stack(kps).astype(np.float32),
+        np.stack(points),
+        np.stack([np.asarray(f.box, dtype=np.float64) for f in found]),
+        np.array([float(f.score) for f in found]),
+    )
 
 
 @dataclass
@@ -238,17 +336,7 @@ class FaceEmbedder:
     def detect(self, image: np.ndarray) -> list[Any]:
         """Faces (``lafslib.landmarks.detectors.Face``) of one RGB photo, largest first,
         at most ``max_faces``."""
-        faces = sorted(self.detector.detect(image), key=lambda f: -f.area)
-        return faces[: self.max_faces] if self.max_faces else faces
-
-    def align(self, image: np.ndarray, face: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(crop (S, S, 3), landmarks (5, 2) photo pixels, keypoints (5, 2) in [0, 1] of the
-        crop)`` of one detected face, S the model's input size."""
-        from lafslib.landmarks.template import align_face, transform_points
-
-        five = np.asarray(face.five_points(), dtype=np.float64)
-        crop, matrix = align_face(image, five, self.input_size)
-        return crop, five, transform_points(five, matrix) / self.input_size
+        return detect_faces(image, self.detector, self.max_faces)
 
     def embed_aligned(
         self, crops: np.ndarray | Sequence[np.ndarray], keypoints: np.ndarray | None = None
@@ -279,16 +367,6 @@ class FaceEmbedder:
         )
         return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
-    def _aligned_input(self, image: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-        from lafslib.landmarks.template import template_for_size
-
-        if image.shape[:2] != (self.input_size, self.input_size):
-            raise DataError(
-                f"{name}: an aligned crop must be {self.input_size}x{self.input_size}, got "
-                f"{image.shape[1]}x{image.shape[0]} (a raw photo? leave aligned off)"
-            )
-        return image, template_for_size(self.input_size)
-
     # ------------------------------------------------------------------ answers
 
     def get(
@@ -311,31 +389,21 @@ class FaceEmbedder:
             DataError: an input that is not a photo, or an aligned crop of the wrong size.
         """
         items, single = split_batch(photos)
-        crops, points, keypoints, owners, boxes, scores = [], [], [], [], [], []
+        parts, owners = [], []
+        detector = None if aligned else self.detector
         for i, photo in enumerate(items):
-            image = as_rgb(photo, i)
-            if aligned:
-                crop, five = self._aligned_input(image, photo_name(photo, i))
-                crops.append(crop)
-                points.append(five)
-                keypoints.append(five / self.input_size)
-                boxes.append(np.array([0.0, 0.0, image.shape[1], image.shape[0]]))
-                scores.append(float("nan"))
-                owners.append(i)
-                continue
-            for face in self.detect(image):
-                crop, five, kp = self.align(image, face)
-                crops.append(crop)
-                points.append(five)
-                keypoints.append(kp)
-                boxes.append(np.asarray(face.box, dtype=np.float64))
-                scores.append(float(face.score))
-                owners.append(i)
+            found = prepare_faces(
+                as_rgb(photo, i), detector, self.input_size, self.max_faces, photo_name(photo, i)
+            )
+            parts.append(found)
+            owners += [i] * len(found.scores)
         out: list[list[EmbeddedFace]] = [[] for _ in items]
-        if crops:
-            emb = self.embed_aligned(np.stack(crops), np.stack(keypoints).astype(np.float32))
+        if owners:
+            faces = PreparedFaces.concat(parts)
+            emb = self.embed_aligned(faces.crops, faces.keypoints)
             for j, owner in enumerate(owners):
-                out[owner].append(EmbeddedFace(boxes[j], points[j], scores[j], emb[j], owner))
+                box, points, score = faces.boxes[j], faces.landmarks[j], float(faces.scores[j])
+                out[owner].append(EmbeddedFace(box, points, score, emb[j], owner))
         return out[0] if single else out
 
     def face(self, photo: Photo, aligned: bool = False, index: int = 0) -> EmbeddedFace:
@@ -370,4 +438,6 @@ class FaceEmbedder:
         fa, fb = found[0][0], found[1][0]
         similarity = fa.similarity(fb)
         same = None if self.threshold is None else bool(similarity >= self.threshold.value)
-        return Verification(similarity, self.threshold, same, (fa, fb), (len(found[0]), len(found[1])))
+        return Verification(
+            similarity, self.threshold, same, (fa, fb), (len(found[0]), len(found[1]))
+        )
