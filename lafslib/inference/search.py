@@ -102,7 +102,7 @@ def search_faiss(
         from lafslib.errors import LafsUserError
 
         raise LafsUserError(
-            "the faiss index needs the 'faiss-cpu' package: pip install faiss-cpu (or search "
+            'the faiss index needs the faiss-cpu package: pip install "lafslib[search]" (or search '
             "exactly: --index exact)"
         ) from None
     dim, n_gal = gallery.shape[1], len(gallery)
