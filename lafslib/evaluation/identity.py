@@ -27,10 +27,11 @@ def _sha256(path: Path) -> str:
 
 
 def model_identity(export: str | os.PathLike[str]) -> dict[str, Any]:
-    """Identity of an export folder.
+    """Identity of an export folder (or of ``hf://owner/repo[@revision]``, through its local
+    copy).
 
     Args:
-        export: folder with ``model.json`` and ``model.safetensors``.
+        export: folder with ``model.json`` and ``model.safetensors``, or an ``hf://`` source.
 
     Returns:
         ``{"name", "feature", "feature_dim", "weights_sha256"}``.
@@ -40,6 +41,10 @@ def model_identity(export: str | os.PathLike[str]) -> dict[str, Any]:
     """
     from lafslib.models.export import read_export_info
 
+    if os.fspath(export).startswith("hf://"):
+        from lafslib.models.convert.hub import resolve_export
+
+        export = resolve_export(os.fspath(export))
     folder = Path(export)
     info = read_export_info(folder)
     folder = folder if folder.is_dir() else folder.parent

@@ -235,6 +235,7 @@ def evaluate_export(
     fpirs: tuple[float, ...] = (0.01, 0.1),
     whiten: str | os.PathLike[str] | None = None,
     whiten_shrink: float = 0.0,
+    backend: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate an exported model; write report.json, report.md and ROC curves as PNG.
 
@@ -244,7 +245,7 @@ def evaluate_export(
     ``lafs verify --threshold report.json@1e-3`` reads.
 
     Args:
-        model_path: export folder.
+        model_path: export folder, or a published model ``hf://owner/repo[@revision]``.
         bins: insightface ``.bin`` sets (10-fold protocol; ``roc.png``).
         out_dir: output folder.
         batch_size, flip, device, progress: embedding options (``flip`` applies to ``.bin``
@@ -257,13 +258,15 @@ def evaluate_export(
         whiten: a folder of aligned faces (labels unused): every embedding is PCA-whitened as
             fitted on them (:func:`~lafslib.evaluation.whitening.fit_whitening`) before any
             protocol; ``whiten_shrink`` shrinks the eigenvalues towards their mean.
+        backend: ``"auto"``, ``"torch"`` or ``"onnxruntime"``
+            (:func:`~lafslib.evaluation.runtime.load_embedding_model`).
     """
     from lafslib.data.verification import load_bin
     from lafslib.errors import InputNotFoundError
     from lafslib.evaluation.embed import embed_images
     from lafslib.evaluation.identity import model_identity
+    from lafslib.evaluation.runtime import load_embedding_model
     from lafslib.evaluation.whitening import fit_whitening
-    from lafslib.models import load_export
 
     if (ident is None) != (probe is None):
         raise ValueError("identification needs both a gallery folder and a probe folder")
@@ -276,7 +279,7 @@ def evaluate_export(
             raise InputNotFoundError(f"{what} not found: {path}")
     if whiten_shrink < 0:
         raise ValueError(f"whitening shrink must be >= 0, got {whiten_shrink}")
-    model = load_export(model_path)
+    model = load_embedding_model(model_path, backend, device)
     whitening = None
     if whiten is not None:
         model, whitening = fit_whitening(model, whiten, whiten_shrink, batch_size, device)

@@ -27,7 +27,6 @@ from lafslib.inference.photos import Photo, as_rgb, photo_name, split_batch
 from lafslib.inference.thresholds import Threshold, load_threshold
 
 __all__ = [
-    "BACKENDS",
     "DEFAULT_DETECTOR",
     "EmbeddedFace",
     "FaceEmbedder",
@@ -35,39 +34,25 @@ __all__ = [
     "PreparedFaces",
     "Verification",
     "detect_faces",
-    "load_embedding_model",
     "prepare_faces",
 ]
 
 DEFAULT_DETECTOR = "yunet"
 """The detector a FaceEmbedder builds when none is given."""
 
-BACKENDS = ("auto", "torch", "onnxruntime")
-
 
 class NoFaceError(DataError):
     """A photo in which the detector finds no face."""
 
 
-def load_embedding_model(
-    source: str | os.PathLike[str], backend: str = "auto", device: str = "cpu"
-):
-    """The embedding model of an export folder, on ``backend`` (``auto``, ``torch``).
-
-    Returns:
-        A module mapping (B, 3, H, W) in [-1, 1] (+ keypoints (B, 5, 2) when
-        ``pretrained_cfg.needs_keypoints``) to (B, D), with ``pretrained_cfg``.
-    """
-    from lafslib.models.export import load_export
-
-    if backend not in ("auto", "torch"):
-        raise ValueError(f"backend must be one of auto, torch here, got {backend!r}")
-    return load_export(source).to(device)
-
-
 def _export_folder(source: str | os.PathLike[str]) -> Path | None:
-    """The local export folder behind a model source (None for a remote one)."""
-    path = Path(source)
+    """The local export folder behind a model source (an ``hf://`` model's local copy)."""
+    text = os.fspath(source)
+    if text.startswith("hf://"):
+        from lafslib.models.convert.hub import resolve_export
+
+        return resolve_export(text)
+    path = Path(text)
     return path if path.is_dir() else None
 
 
@@ -228,12 +213,13 @@ class FaceEmbedder:
     """Detect, align and embed the faces of photos with an exported model.
 
     Args:
-        model: an export folder (``model.safetensors`` + ``model.json``), or an already loaded
-            model with ``pretrained_cfg`` (its identity is then unknown: report thresholds are
+        model: an export folder (``model.safetensors`` + ``model.json``),
+            ``hf://owner/repo[@revision]``, or an already loaded model with ``pretrained_cfg`` (its identity is then unknown: report thresholds are
             refused).
         detector: a detector name (``lafslib.landmarks.detectors.create_detector``), a built
             detector, or None to take aligned crops only.
-        backend: ``auto``, ``torch`` or ``onnxruntime``.
+        backend: ``auto``, ``torch`` or ``onnxruntime``
+            (:func:`~lafslib.evaluation.runtime.load_embedding_model`).
         device: where the model runs (``cpu``, ``cuda``).
         batch_size: crops per forward pass.
         flip: add the embedding of the mirrored crop (flip test); None: as the threshold
@@ -264,8 +250,6 @@ class FaceEmbedder:
         detector_kwargs: dict[str, Any] | None = None,
         allow_ssl: bool = False,
     ) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if batch_size < 1 or max_faces < 0:
             raise ValueError(f"batch_size must be >= 1 and max_faces >= 0, got {batch_size}, "
                              f"{max_faces}")  # fmt: skip
@@ -275,6 +259,8 @@ class FaceEmbedder:
         self.source: str | None = None
         self._identity: dict[str, Any] | None = None
         if isinstance(model, (str, os.PathLike)):
+            from lafslib.evaluation.runtime import load_embedding_model
+
             self.source = os.fspath(model)
             folder = _export_folder(model)
             if folder is not None:
