@@ -40,6 +40,9 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_export,
     add_convert,
     add_eval,
+    add_embed,
+    add_verify,
+    add_search,
     add_finetune,
     add_show_views,
     add_align,
@@ -47,9 +50,6 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_show_landmarks,
     add_models,
     add_show_attention,
-    add_embed,
-    add_verify,
-    add_search,
 ]
 
 

@@ -45,9 +45,13 @@ class EmbedReport:
     """What ``embed_collection`` did.
 
     Attributes:
-        photos: photos in the source; faces: rows written; skipped_done: photos done by an
-        earlier run; no_face: photos where no face was found; unreadable: photo -> reason;
-        aligned: whether the input was taken as aligned crops; seconds: wall time.
+        photos: photos in the source.
+        faces: rows written.
+        skipped_done: photos done by an earlier run.
+        no_face: photos where no face was found.
+        unreadable: photo -> reason it could not be read.
+        aligned: whether the input was taken as aligned crops.
+        seconds: wall time.
     """
 
     photos: int = 0

@@ -54,7 +54,8 @@ class SearchResult:
     """Matches of every probe row.
 
     Attributes:
-        gallery, probe: the two sides.
+        gallery: the gallery side.
+        probe: the probe side.
         scores: (P, k) similarities, best first (-inf: no match).
         indices: (P, k) gallery rows (-1: no match).
         threshold: the threshold applied (None: none).
@@ -129,7 +130,8 @@ def search_report(
     """Search ``probe`` in ``gallery`` (:func:`~lafslib.inference.search.search`).
 
     Args:
-        gallery, probe: the two sides (one model: their recorded identities must agree).
+        gallery: the gallery side.
+        probe: the probe side (embedded by the same model: recorded identities must agree).
         k: matches per probe.
         index: ``auto``, ``exact`` or ``faiss``.
         threshold: matches below it are dropped (a number, ``REPORT.json@FAR`` of the same

@@ -42,7 +42,8 @@ def search_exact(
         probes: (P, D) unit rows.
         k: neighbours per probe (at most G).
         exclude: (P,) gallery row each probe must not match (itself, in a self-search), or -1.
-        probe_chunk, gallery_chunk: block sizes.
+        probe_chunk: probe rows per block.
+        gallery_chunk: gallery rows per block.
         device: where the products run.
 
     Returns:
@@ -136,9 +137,13 @@ def search(
     (:func:`search_faiss`).
 
     Args:
-        gallery, probes, k, exclude, device: see :func:`search_exact`.
+        gallery: (G, D) unit rows (see :func:`search_exact`).
+        probes: (P, D) unit rows.
+        k: neighbours per probe.
+        exclude: (P,) gallery row each probe must not match, or -1.
         index: ``exact``, ``faiss``, or ``auto`` (faiss beyond :data:`FAISS_ABOVE` rows when
             installed).
+        device: where exact search runs.
     """
     if index not in ("auto", "exact", "faiss"):
         raise ValueError(f"index must be auto, exact or faiss, got {index!r}")
