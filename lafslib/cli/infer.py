@@ -202,9 +202,8 @@ def _run_verify(args: argparse.Namespace) -> int:
     result = embedder.verify(args.a, args.b, aligned=bool(args.aligned))
     print(_face_line(args.a, result.faces[0], result.counts[0]))
     print(_face_line(args.b, result.faces[1], result.counts[1]))
-    print(
-        f"similarity: {result.similarity:.4f} (cosine; flip test {'on' if embedder.flip else 'off'})"
-    )
+    flip = "on" if embedder.flip else "off"
+    print(f"similarity: {result.similarity:.4f} (cosine; flip test {flip}; {embedder.backend})")
     if result.threshold is None:
         print("decision: none (give --threshold REPORT.json@1e-3, or a similarity)")
         return 0
