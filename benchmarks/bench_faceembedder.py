@@ -176,7 +176,8 @@ def main() -> None:
         "the pairs in a seeded random order; thresholds are cosine similarities over all pairs "
         "(what `report.json` records); rank-1: each photo's nearest other photo, leave-one-out. "
         "ROC: `benchmarks/results/faceembedder_roc.png`. Times per photo on the CPU, "
-        f"{args.threads} threads, the whole set in one batch."
+        f"{args.threads} threads, the whole set in one batch, on a 2-core machine shared with "
+        "other jobs (they vary up to 2x between runs)."
     )
     if "lfw_threshold" in off:
         t = off["lfw_threshold"]

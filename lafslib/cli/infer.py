@@ -174,7 +174,7 @@ def add_verify(sub: argparse._SubParsersAction) -> None:
         "this model measured at a FAR).",
         """
   lafs verify a.jpg b.jpg --model exports/mobilefacenet --threshold eval_report/report.json@1e-3
-  lafs verify a.jpg b.jpg --model exports/mobilefacenet --threshold 0.35
+  lafs verify a.jpg b.jpg --model exports/mobilefacenet --threshold 0.3134
   lafs verify a.png b.png --model exports/mobilefacenet --aligned
 """,
     )

@@ -51,11 +51,15 @@ def test_pair_similarities_are_cosines() -> None:
     np.testing.assert_allclose(pair_similarities(emb), [np.sqrt(0.5), -1.0])
 
 
-def test_report_records_thresholds_and_model_identity(faces_mini: Path, tmp_path: Path) -> None:
+def test_report_records_thresholds_and_model_identity(
+    faces_mini: Path, tmp_path: Path, capsys
+) -> None:
     save_export(create_model("vit_test").eval(), tmp_path / "export")
     out = tmp_path / "report"
     argv = ["eval", "--model", str(tmp_path / "export"), "--bin", str(faces_mini / "lfw_mini.bin")]
     assert main([*argv, "--out", str(out), "--no-flip"]) == 0
+    printed = capsys.readouterr().out
+    assert "lfw_mini: similarity thresholds FAR=0.01 n/a, FAR=0.001 n/a, FAR=0.0001 n/a" in printed
     report = json.loads((out / "report.json").read_text())
     identity = model_identity(tmp_path / "export")
     assert report["model_id"] == identity and same_model(identity, report["model_id"])

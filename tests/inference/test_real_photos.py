@@ -13,9 +13,10 @@ import pytest
 from lafslib.cli import main
 from lafslib.inference.store import load_embeddings
 
-# MobileFaceNet's similarity threshold at FAR=1e-3 on the 6,000 LFW pairs, no flip test
-# ('lafs eval --no-flip' on ../shared/data/lfw/lfw.bin; BENCHMARKS.md, faceembedder section).
-LFW_THRESHOLD_AT_1E3 = "0.35"
+# MobileFaceNet's similarity threshold at FAR=1e-3 on the 6,000 LFW pairs, no flip test, as
+# report.json records it ('lafs eval --no-flip' on ../shared/data/lfw/lfw.bin; BENCHMARKS.md,
+# faceembedder section): given as a number, as the 3 minutes of that evaluation are too long here.
+LFW_THRESHOLD_AT_1E3 = "0.3134"
 
 
 @pytest.fixture(scope="module")
