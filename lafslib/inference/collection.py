@@ -162,9 +162,8 @@ def _prepared(
             _WORKER["detector"] = embedder.detector
         yield from map(_prepare, tasks)
         return
-    detector = embedder._detector if isinstance(embedder._detector, str) else embedder.detector
     ctx = mp.get_context("spawn")
-    init = (None if aligned else detector, embedder.detector_kwargs)
+    init = (None if aligned else embedder.detector_spec, embedder.detector_kwargs)
     with ctx.Pool(workers, _init_worker, init) as pool:
         yield from pool.imap(_prepare, tasks, chunksize=4)
 

@@ -250,9 +250,10 @@ class FaceEmbedder:
         detector_kwargs: dict[str, Any] | None = None,
         allow_ssl: bool = False,
     ) -> None:
-        if batch_size < 1 or max_faces < 0:
-            raise ValueError(f"batch_size must be >= 1 and max_faces >= 0, got {batch_size}, "
-                             f"{max_faces}")  # fmt: skip
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_faces < 0:
+            raise ValueError(f"max_faces must be >= 0 (0: all faces), got {max_faces}")
         self.device = device
         self.batch_size = int(batch_size)
         self.max_faces = int(max_faces)
@@ -280,6 +281,7 @@ class FaceEmbedder:
         self.flip = bool(flip) if flip is not None else bool(report_flip)
         self.detector_kwargs = dict(detector_kwargs or {})
         self._detector = detector
+        self._built: Any = None
 
     # ------------------------------------------------------------------ parts
 
@@ -298,22 +300,33 @@ class FaceEmbedder:
         """The face detector, built on first use."""
         if self._detector is None:
             raise ValueError("this FaceEmbedder has no detector: give aligned crops")
-        if isinstance(self._detector, str):
-            from lafslib.landmarks.detectors import create_detector
+        if self._built is None:
+            if isinstance(self._detector, str):
+                from lafslib.landmarks.detectors import create_detector
 
-            self._detector = create_detector(self._detector, **self.detector_kwargs)
-        return self._detector
+                self._built = create_detector(self._detector, **self.detector_kwargs)
+            else:
+                self._built = self._detector
+        return self._built
 
     @property
     def detector_name(self) -> str:
-        """The detector's name, for messages."""
+        """The detector's name, for messages (``none`` for aligned crops only)."""
         det = self._detector
-        return det if isinstance(det, str) else str(getattr(det, "name", type(det).__name__))
+        if det is None or isinstance(det, str):
+            return str(det).lower()
+        return str(getattr(det, "name", type(det).__name__))
+
+    @property
+    def detector_spec(self) -> Any:
+        """What builds the detector in another process: its name when built by name (with
+        :attr:`detector_kwargs`), else the detector object itself (None: aligned crops only)."""
+        return self._detector
 
     def __repr__(self) -> str:
         return (
             f"FaceEmbedder({self.source or type(self.model).__name__!s}, detector="
-            f"{self.detector_name if self._detector is not None else None}, backend="
+            f"{self.detector_name}, backend="
             f"{self.backend}, input {self.input_size}, flip={self.flip})"
         )
 
