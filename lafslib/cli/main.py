@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from lafslib.cli.common import add_debug
-from lafslib.cli.data import add_align, add_data, add_landmarks
+from lafslib.cli.data import add_align, add_align_merge, add_data, add_landmarks
 from lafslib.cli.eval import add_eval
 from lafslib.cli.infer import add_embed, add_search, add_verify
 from lafslib.cli.show import (
@@ -46,6 +46,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_finetune,
     add_show_views,
     add_align,
+    add_align_merge,
     add_landmarks,
     add_show_landmarks,
     add_models,

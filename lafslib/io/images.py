@@ -100,7 +100,9 @@ def decode_image(data: bytes, name: str = "<bytes>", max_side: int | None = 4096
             return np.asarray(img, dtype=np.uint8).copy()
     except BadImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise BadImageError(f"{name}: cannot decode image (not a known image format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise BadImageError(f"{name}: cannot decode image ({exc})") from None
     except Image.DecompressionBombError as exc:
         raise BadImageError(f"{name}: {exc}") from None

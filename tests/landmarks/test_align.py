@@ -16,7 +16,7 @@ pytest.importorskip("dlib")
 from lafslib.cli import main  # noqa: E402
 from lafslib.data.sources import open_dataset  # noqa: E402
 from lafslib.io import read_image  # noqa: E402
-from lafslib.landmarks.align import JOURNAL, align_folder  # noqa: E402
+from lafslib.landmarks.align import align_folder  # noqa: E402
 from lafslib.landmarks.detectors import DlibDetector  # noqa: E402
 from lafslib.landmarks.store import load_landmarks  # noqa: E402
 from lafslib.landmarks.template import ARCFACE_TEMPLATE_112  # noqa: E402
@@ -82,8 +82,12 @@ def test_align_reports_resumes_and_uses_workers(celeba_raw_mini: Path, tmp_path:
     # a rerun skips everything; a crash after one photo (cut journal) redoes the rest
     again = align_folder(src, out, "dlib")
     assert again.skipped_done == 5 and again.faces == 3
-    journal = (out / JOURNAL).read_text().splitlines()
-    (out / JOURNAL).write_text(journal[0] + "\n" + journal[1][:10])
+    # a crash after the first photo: later crops were begun (intent lines) but not finished
+    journal_path = out / ".lafs_align" / "parts" / "0-0-of-1" / "journal.jsonl"
+    lines = journal_path.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if '"writing"' not in line)
+    later = [line for line in lines[first + 1 :] if '"writing"' in line]
+    journal_path.write_text("\n".join([*lines[: first + 1], *later, lines[-1][:10]]))
     resumed = align_folder(src, out, "dlib")
     assert resumed.skipped_done == 1
     assert (out / "landmarks5.csv").read_text() == sidecar

@@ -136,3 +136,23 @@ def test_learned_detector_runs_the_part_fvit_landmark_net(tmp_path: Path) -> Non
         expected = model.predict_landmarks(x)[0].numpy() * 112
     assert face.landmarks.shape == (det.num_points, 2)
     np.testing.assert_allclose(face.landmarks, expected, atol=1e-4)
+
+
+def test_yunet_maps_downscaled_detections_back_to_the_photo(celeba_raw_mini) -> None:
+    import cv2
+
+    from lafslib.io import read_image
+    from lafslib.landmarks.detectors import create_detector
+
+    photo = read_image(sorted(celeba_raw_mini.glob("*/*.jpg"))[0])
+    big = cv2.resize(photo, None, fx=3.0, fy=3.0, interpolation=cv2.INTER_CUBIC)
+    native = create_detector("yunet", input_size=0).detect(photo)
+    reduced = create_detector("yunet", input_size=640).detect(big)  # detected at ~1/3 size
+    assert len(native) == len(reduced) == 1
+    assert reduced[0].layout == "arcface5" and reduced[0].landmarks.shape == (5, 2)
+    iod = np.linalg.norm(native[0].landmarks[0] - native[0].landmarks[1])
+    assert np.abs(reduced[0].landmarks / 3.0 - native[0].landmarks).max() < 0.1 * iod
+    assert np.abs(reduced[0].box / 3.0 - native[0].box).max() < 0.15 * iod
+    # image-left eye first (ArcFace order), mouth below the eyes
+    pts = native[0].landmarks
+    assert pts[0, 0] < pts[1, 0] and pts[3, 0] < pts[4, 0] and pts[3, 1] > pts[0, 1]

@@ -45,9 +45,18 @@ def test_dlib_sidecar_for_an_aligned_folder(faces_mini: Path, tmp_path: Path, ca
     np.testing.assert_allclose(ds.sample(0)["landmarks"], table[ds.sample(0)["path"]])
 
 
-def test_landmarks_needs_exactly_one_source(faces_mini: Path, tmp_path: Path, capsys) -> None:
-    out = str(tmp_path / "x.csv")
-    assert main(["landmarks", str(faces_mini / "identities"), "--out", out]) == 2
+def test_landmarks_default_to_yunet_and_take_one_source(
+    faces_mini: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "x.csv"
+    assert main(["landmarks", str(faces_mini / "identities"), "--out", str(out), "--quiet"]) == 0
+    table = load_landmarks(out, num_points=5, image_size=112)
+    assert len(table) == 100  # YuNet finds every face of the aligned crops
+    error = np.mean([np.linalg.norm(table[k] - ARCFACE_TEMPLATE_112, axis=1).mean() for k in table])
+    assert error < 4.0, error  # insightface-aligned crops: the points lie on the template
+    capsys.readouterr()
+    both = ["landmarks", str(faces_mini / "identities"), "--out", str(out), "--template"]
+    assert main([*both, "--detector", "dlib"]) == 2
     assert "--detector NAME or --template" in capsys.readouterr().err
 
 

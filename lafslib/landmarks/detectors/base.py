@@ -15,6 +15,7 @@ __all__ = [
     "FaceDetector",
     "MissingDependencyError",
     "MissingWeightsError",
+    "ModelFileError",
     "full_box",
     "require",
 ]
@@ -22,6 +23,10 @@ __all__ = [
 
 class MissingDependencyError(LafsUserError, ImportError):
     """An optional package needed by a backend is not installed."""
+
+
+class ModelFileError(LafsUserError, ValueError):
+    """A bundled model file is damaged or not what it should be; the message names it."""
 
 
 class MissingWeightsError(InputNotFoundError):

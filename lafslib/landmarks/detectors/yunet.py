@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lafslib.errors import LafsUserError
-from lafslib.landmarks.detectors.base import Face, FaceDetector
+from lafslib.landmarks.detectors.base import Face, FaceDetector, ModelFileError
 
 __all__ = ["YUNET_SHA256", "YuNetDetector", "yunet_model_path"]
 
@@ -34,13 +33,13 @@ def _read_checked(path: Path, sha256: str | None) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise LafsUserError(
+        raise ModelFileError(
             f"YuNet model file {path} cannot be read ({exc.strerror or exc}); reinstall lafslib"
         ) from None
     if sha256 is not None:
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256:
-            raise LafsUserError(
+            raise ModelFileError(
                 f"YuNet model file {path} has sha256 {digest[:12]}..., expected {sha256[:12]}... "
                 "(damaged or replaced); reinstall lafslib"
             )
@@ -107,7 +106,9 @@ class YuNetDetector(FaceDetector):
                 int(top_k),
             )
         except cv2.error as exc:
-            raise LafsUserError(f"{path}: not a YuNet ONNX model OpenCV can load ({exc})") from None
+            raise ModelFileError(
+                f"{path}: not a YuNet ONNX model OpenCV can load ({exc})"
+            ) from None
         finally:
             cv2.utils.logging.setLogLevel(level)
         self._cv2 = cv2
