@@ -34,6 +34,7 @@ SECTION_ORDER = [
     "pretrain_gpu",
     "eval",
     "real_checkpoints",
+    "faceembedder",
     "study",
     "ssl_whitening",
     "few_shot",

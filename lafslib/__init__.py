@@ -6,7 +6,16 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models"]
+__all__ = ["__version__", "FaceEmbedder", "create_model", "list_models"]
+
+
+def __getattr__(name: str) -> Any:
+    """``lafslib.FaceEmbedder``, imported on first use (``import lafslib`` stays light)."""
+    if name == "FaceEmbedder":
+        from lafslib.inference import FaceEmbedder
+
+        return FaceEmbedder
+    raise AttributeError(f"module 'lafslib' has no attribute {name!r}")
 
 
 def create_model(name: str, **kwargs: Any) -> Any:

@@ -35,6 +35,7 @@ from lafslib.data import pack_folder, render_face, write_bin
 from lafslib.data.recordio import RecordReader
 from lafslib.engine.finetune import finetune
 from lafslib.engine.pretrain import pretrain
+from lafslib.evaluation.identity import model_identity
 from lafslib.models import create_model, save_export
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,10 @@ def _ft(out: str, *sets: str, recipe: str = FT) -> tuple[str, ...]:
 
 def _sets(items: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(x for item in items for x in ("--set", item))
+
+
+def _verify(a: str, b: str, model: str = "{I}/export_ok") -> tuple[str, ...]:
+    return ("verify", a, b, "--model", model)
 
 
 def _eval(model: str, *bins: str) -> tuple[str, ...]:
@@ -165,6 +170,20 @@ CASES = [
          names=("nothere",), absent=("{O}/al",)),
     Case("eval-missing-bin", _eval("{I}/export_ok", "{I}/nothere.bin"),
          names=("nothere.bin",), absent=("{O}/eval",)),
+    # photos in, answers out
+    Case("verify-no-face", _verify("{I}/blank.png", "{I}/raw/x.jpg"),
+         names=("blank.png", "no face found", "yunet")),
+    Case("verify-unreadable-photo", _verify("{I}/raw/x.jpg", "{I}/allbad/text.png"),
+         names=("text.png", "cannot decode")),
+    Case("verify-export-without-head", _verify("{I}/raw/x.jpg", "{I}/raw/x.jpg",
+                                               model="{I}/export_ssl"),
+         names=("export_ssl", "without a trained embedding head")),
+    Case("verify-threshold-of-another-model",
+         (*_verify("{I}/raw/x.jpg", "{I}/raw/x.jpg"), "--threshold", "{I}/report_other.json@1e-3"),
+         names=("report_other.json", "another model")),
+    Case("embed-no-face-anywhere", ("embed", "{I}/allbad", "{O}/e.npy", "--model",
+                                    "{I}/export_ok", "--quiet"),
+         names=("allbad", "no face found in any"), absent=("{O}/e.npy",)),
 ]  # fmt: skip
 
 
@@ -250,6 +269,17 @@ def _exports(inputs: Path) -> None:
     shutil.copy(ok / "model.json", inputs / "export_partial")
     (inputs / "export_nojson").mkdir()
     shutil.copy(ok / "model.safetensors", inputs / "export_nojson")
+    save_export(create_model("vit_test").eval(), inputs / "export_ssl", feature="ssl")
+    other = save_export(create_model("vit_test").eval(), inputs.parent / "other_export")
+    threshold = {"similarity": 0.4, "distance": 1.2, "far": 1e-3, "tar": 0.9}
+    report = {
+        "model": str(other),
+        "model_id": model_identity(other),
+        "flip": True,
+        "results": {"lfw": {"pairs": 6000, "thresholds": {"0.001": threshold}}},
+    }
+    (inputs / "report_other.json").write_text(json.dumps(report))
+    Image.new("RGB", (200, 160), (128, 128, 128)).save(inputs / "blank.png")
 
 
 def _records(inputs: Path) -> None:

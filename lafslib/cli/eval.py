@@ -27,12 +27,24 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
   lafs eval --model runs/cpu_small/export --bin lfw.bin --whiten ../shared/data/celeba-112/images
 """,
     )
-    p.add_argument("--model", required=True, help="export folder (model.safetensors + model.json)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="export folder (model.safetensors + model.json), or a published model "
+        "hf://owner/repo[@revision] (a lafslib export or a CVLFace model on the Hugging Face Hub)",
+    )
     p.add_argument("--bin", nargs="+", default=[], help="insightface .bin verification sets")
     p.add_argument("--out", default="eval_report", help="output folder")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--no-flip", action="store_true", help="disable the flip test")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime"),
+        help="what runs the model: auto (onnxruntime when the export holds model.onnx, "
+        "onnxruntime is installed and --device is cpu; else torch), torch or onnxruntime",
+    )
     p.add_argument("--ijb", help="IJB folder with meta/ and loose_crop/ (1:1 protocol)")
     p.add_argument("--ijb-name", default="IJBC", help="IJBC or IJBB: prefix of the meta files")
     p.add_argument("--workers", type=int, default=4, help="image decoding threads for --ijb")
@@ -76,12 +88,19 @@ def _run_eval(args: argparse.Namespace) -> int:
         fpirs=tuple(args.fpir),
         whiten=args.whiten,
         whiten_shrink=args.whiten_shrink,
+        backend=args.backend,
     )
     if "whitening" in report:
         w = report["whitening"]
         print(f"whitened on {w['images']} faces of {w['folder']} ({w['skipped']} unreadable)")
     for name, r in report["results"].items():
         print(f"{name}: accuracy {100 * r['accuracy']:.2f} +- {100 * r['accuracy_std']:.2f}")
+        shown = [
+            f"FAR={far} {'n/a' if t is None else format(t['similarity'], '.4f')}"
+            for far, t in r.get("thresholds", {}).items()
+        ]
+        if shown:
+            print(f"{name}: similarity thresholds {', '.join(shown)} (report.json@FAR)")
     if "ijb" in report:
         for mode, r in report["ijb"]["modes"].items():
             tar = r["tar_at_far"].get("0.0001")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from lafslib.cli.common import add_debug
 from lafslib.cli.data import add_align, add_align_merge, add_data, add_landmarks
 from lafslib.cli.eval import add_eval
+from lafslib.cli.infer import add_embed, add_search, add_verify
 from lafslib.cli.show import (
     add_models,
     add_show_attention,
@@ -39,6 +40,9 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_export,
     add_convert,
     add_eval,
+    add_embed,
+    add_verify,
+    add_search,
     add_finetune,
     add_show_views,
     add_align,

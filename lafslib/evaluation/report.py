@@ -56,6 +56,28 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}"
 
 
+def _thresholds_markdown(results: dict[str, dict[str, Any]]) -> list[str]:
+    fars = list(next(r["thresholds"] for r in results.values() if "thresholds" in r))
+    lines = [
+        "",
+        "## Decision thresholds (cosine similarity, all pairs pooled)",
+        "",
+        "Accept a pair as one person when its similarity is at least the threshold; "
+        "`lafs verify --threshold report.json@1e-3` reads them. n/a: fewer than 1/FAR "
+        "different-person pairs.",
+        "",
+        "| set | " + " | ".join(f"FAR={f}" for f in fars) + " |",
+        "|---|" + "---|" * len(fars),
+    ]
+    for name, r in results.items():
+        cells = []
+        for far in fars:
+            t = r.get("thresholds", {}).get(far)
+            cells.append("n/a" if t is None else f"{t['similarity']:.4f} (TAR {_pct(t['tar'])})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _ijb_markdown(ijb: dict[str, Any]) -> list[str]:
     fars = list(next(iter(ijb["modes"].values()))["tar_at_far"])
     lines = [
@@ -127,6 +149,8 @@ def markdown_report(
             f"| {100 * r['val']:.2f} +- {100 * r['val_std']:.2f} | {_pct(tar.get('0.001'))} "
             f"| {_pct(tar.get('0.01'))} |"
         )
+    if any("thresholds" in r for r in results.values()):
+        lines += _thresholds_markdown(results)
     if ijb is not None:
         lines += _ijb_markdown(ijb)
     if identification is not None:
@@ -211,11 +235,17 @@ def evaluate_export(
     fpirs: tuple[float, ...] = (0.01, 0.1),
     whiten: str | os.PathLike[str] | None = None,
     whiten_shrink: float = 0.0,
+    backend: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate an exported model; write report.json, report.md and ROC curves as PNG.
 
+    ``report.json`` records the model's identity (``model_id``:
+    :func:`~lafslib.evaluation.identity.model_identity`) and, per ``.bin`` set, the similarity
+    thresholds at FAR 1e-2, 1e-3 and 1e-4 over all pairs (``thresholds``), which
+    ``lafs verify --threshold report.json@1e-3`` reads.
+
     Args:
-        model_path: export folder.
+        model_path: export folder, or a published model ``hf://owner/repo[@revision]``.
         bins: insightface ``.bin`` sets (10-fold protocol; ``roc.png``).
         out_dir: output folder.
         batch_size, flip, device, progress: embedding options (``flip`` applies to ``.bin``
@@ -228,12 +258,15 @@ def evaluate_export(
         whiten: a folder of aligned faces (labels unused): every embedding is PCA-whitened as
             fitted on them (:func:`~lafslib.evaluation.whitening.fit_whitening`) before any
             protocol; ``whiten_shrink`` shrinks the eigenvalues towards their mean.
+        backend: ``"auto"``, ``"torch"`` or ``"onnxruntime"``
+            (:func:`~lafslib.evaluation.runtime.load_embedding_model`).
     """
     from lafslib.data.verification import load_bin
     from lafslib.errors import InputNotFoundError
     from lafslib.evaluation.embed import embed_images
+    from lafslib.evaluation.identity import model_identity
+    from lafslib.evaluation.runtime import load_embedding_model
     from lafslib.evaluation.whitening import fit_whitening
-    from lafslib.models import load_export
 
     if (ident is None) != (probe is None):
         raise ValueError("identification needs both a gallery folder and a probe folder")
@@ -246,7 +279,7 @@ def evaluate_export(
             raise InputNotFoundError(f"{what} not found: {path}")
     if whiten_shrink < 0:
         raise ValueError(f"whitening shrink must be >= 0, got {whiten_shrink}")
-    model = load_export(model_path)
+    model = load_embedding_model(model_path, backend, device)
     whitening = None
     if whiten is not None:
         model, whitening = fit_whitening(model, whiten, whiten_shrink, batch_size, device)
@@ -262,7 +295,12 @@ def evaluate_export(
         r["seconds"] = round(time.time() - t0, 2)
         results[name] = r
         curves[name] = roc_curve(-pair_distances(emb), issame)
-    report: dict[str, Any] = {"model": str(model_path), "flip": flip, "results": results}
+    report: dict[str, Any] = {
+        "model": str(model_path),
+        "model_id": model_identity(model_path),
+        "flip": flip,
+        "results": results,
+    }
     if whitening is not None:
         report["whitening"] = whitening
     out.mkdir(parents=True, exist_ok=True)  # only once the inputs have been read

@@ -14,6 +14,10 @@ threshold whose train FAR is <= 1e-3 and the next threshold, i.e. ``np.interp`` 
 curve. Current SciPy rejects that call (the FAR curve has plateaus of repeated values,
 insightface issues #2152 / #2290); lafslib computes the same value without SciPy.
 
+The decision thresholds that ``lafs verify`` uses come from all pairs pooled
+(:func:`thresholds_at_far`): the cosine similarity at which the false accept rate is 1e-2, 1e-3
+or 1e-4.
+
 Everything is vectorised with sorted distances and ``searchsorted`` (no Python loop over
 thresholds).
 """
@@ -35,10 +39,14 @@ __all__ = [
     "roc_curve",
     "evaluate_bin",
     "evaluate_embeddings",
+    "pair_similarities",
+    "thresholds_at_far",
     "FAR_TARGETS",
+    "THRESHOLD_FARS",
 ]
 
 FAR_TARGETS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+THRESHOLD_FARS = (1e-2, 1e-3, 1e-4)
 
 
 def kfold_indices(n: int, n_folds: int = 10) -> list[np.ndarray]:
@@ -54,6 +62,13 @@ def pair_distances(embeddings: np.ndarray) -> np.ndarray:
     emb = np.asarray(embeddings, dtype=np.float64)
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     return np.sum((emb[0::2] - emb[1::2]) ** 2, axis=1)
+
+
+def pair_similarities(embeddings: np.ndarray) -> np.ndarray:
+    """Cosine similarities between rows ``2i`` and ``2i+1`` (``1 - d / 2`` of
+    :func:`pair_distances`): the score ``lafs verify`` and :class:`~lafslib.FaceEmbedder`
+    compare with a threshold."""
+    return 1.0 - pair_distances(embeddings) / 2.0
 
 
 def _counts(dist: np.ndarray, same: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -182,6 +197,55 @@ def tar_at_far(
     return out
 
 
+def thresholds_at_far(
+    scores: np.ndarray, labels: np.ndarray, fars: tuple[float, ...] = THRESHOLD_FARS
+) -> dict[str, dict[str, float] | None]:
+    """Decision thresholds on similarity scores at FAR targets, over all pairs (folds pooled).
+
+    A pair is accepted (same person) when ``score >= threshold``. For each target the
+    threshold admits at most ``floor(target * #negatives)`` negative pairs: it lies halfway
+    between the highest negative score that must be rejected and the next higher score of any
+    pair, so that it changes neither count on these pairs.
+
+    Args:
+        scores: (P,) similarities (higher = more similar), e.g. :func:`pair_similarities`.
+        labels: (P,) booleans, True for pairs of one person.
+        fars: FAR targets.
+
+    Returns:
+        Per target (key ``f"{far:g}"``): ``similarity`` (the threshold), ``distance`` (the same
+        threshold as a squared L2 distance of unit vectors, ``2 - 2 * similarity``), and the
+        ``far`` and ``tar`` it gives on these pairs; None where the target is below
+        ``1 / #negatives`` (not measurable on so few pairs).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    if scores.shape != labels.shape:
+        raise ValueError(f"{scores.shape} scores but {labels.shape} labels")
+    neg = np.sort(scores[~labels])[::-1]  # highest first
+    pos = scores[labels]
+    distinct = np.unique(scores)
+    out: dict[str, dict[str, float] | None] = {}
+    for target in fars:
+        if len(neg) == 0 or target < 1.0 / len(neg):
+            out[f"{target:g}"] = None
+            continue
+        allowed = int(np.floor(target * len(neg) + 1e-9))
+        if allowed >= len(neg):
+            threshold = float(distinct[0])  # every pair accepted
+        else:
+            rejected = neg[allowed]
+            above = distinct[distinct > rejected]
+            threshold = float((rejected + above[0]) / 2 if len(above) else rejected + 1e-6)
+        out[f"{target:g}"] = {
+            "similarity": threshold,
+            "distance": 2.0 - 2.0 * threshold,
+            "far": float(np.mean(neg >= threshold)),
+            "tar": float(np.mean(pos >= threshold)) if len(pos) else 0.0,
+        }
+    return out
+
+
 def evaluate_bin(
     model: nn.Module,
     bin_path: str | os.PathLike[str],
@@ -205,8 +269,10 @@ def evaluate_bin(
 
 
 def evaluate_embeddings(embeddings: np.ndarray, issame: np.ndarray) -> dict[str, Any]:
-    """10-fold protocol plus TAR@FAR over all pairs, from (2P, D) embeddings."""
+    """10-fold protocol, plus TAR@FAR and the similarity thresholds at FAR 1e-2, 1e-3, 1e-4
+    (:func:`thresholds_at_far`) over all pairs, from (2P, D) embeddings."""
     result = verification_10fold(embeddings, issame)
     result["tar_at_far"] = tar_at_far(-pair_distances(embeddings), issame)
+    result["thresholds"] = thresholds_at_far(pair_similarities(embeddings), issame)
     result["pairs"] = int(len(issame))
     return result

@@ -140,14 +140,25 @@ def _commit(out: Path, files: dict[str, Path]) -> None:
             stale.unlink()
 
 
+def _local(path: str | os.PathLike[str]) -> Path:
+    """The local folder of an export: ``path`` itself, or for a published model
+    ``hf://owner/repo[@revision]`` its folder in the cache (:mod:`lafslib.models.convert.hub`)."""
+    if isinstance(path, str) and path.startswith("hf://"):
+        from lafslib.models.convert.hub import resolve_export
+
+        return resolve_export(path)
+    return Path(path)
+
+
 def read_export_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``model.json`` of an export folder (checked: a JSON object with a model name).
+    """The ``model.json`` of an export folder (checked: a JSON object with a model name);
+    ``path`` may also be a published model ``hf://owner/repo[@revision]``.
 
     Raises:
         InputNotFoundError: no such folder, or no ``model.json`` in it.
         ExportError: ``model.json`` is not valid JSON or names no model.
     """
-    path = Path(path)
+    path = _local(path)
     if not path.exists():
         raise InputNotFoundError(f"export folder not found: {path}")
     meta = path / "model.json" if path.is_dir() else path.with_name("model.json")
@@ -169,13 +180,14 @@ def read_export_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 def load_export_weights(
     model: nn.Module, path: str | os.PathLike[str], strict: bool = True
 ) -> None:
-    """Load an export's ``model.safetensors`` into ``model`` (every key must match).
+    """Load an export's ``model.safetensors`` into ``model`` (every key must match); ``path``
+    may also be ``hf://owner/repo[@revision]``.
 
     Raises:
         InputNotFoundError: no ``model.safetensors``.
         ExportError: not a safetensors file, or weights of another model.
     """
-    path = Path(path)
+    path = _local(path)
     weights = (path if path.is_dir() else path.parent) / "model.safetensors"
     if not weights.is_file():
         raise InputNotFoundError(f"no model.safetensors in export {weights.parent}")
@@ -201,8 +213,8 @@ def load_export_weights(
 def load_export(path: str | os.PathLike[str], strict: bool = True) -> nn.Module:
     """Rebuild an exported model (eval mode) from its folder; an export whose ``model.json``
     says ``"feature": "ssl"`` comes wrapped in :class:`SSLFeatures`, so that calling it gives
-    the self-supervised feature."""
-    path = Path(path)
+    the self-supervised feature. ``path`` may also be ``hf://owner/repo[@revision]``."""
+    path = _local(path)
     info = read_export_info(path)
     folder = path if path.is_dir() else path.parent
     model = create_model(info["name"], **info.get("kwargs", {}))

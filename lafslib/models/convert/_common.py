@@ -45,6 +45,7 @@ class ConversionReport:
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     input: dict[str, Any] = field(default_factory=dict)
+    hub: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

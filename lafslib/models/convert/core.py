@@ -27,6 +27,7 @@ from lafslib.models.convert._common import (
 from lafslib.models.convert.adaface import plan_adaface, plan_cvlface
 from lafslib.models.convert.detect import candidate_formats, detect_format
 from lafslib.models.convert.dino import dino_head_from_state, dino_head_kwargs, plan_dino
+from lafslib.models.convert.hub import hub_checkpoint, is_hf_source
 from lafslib.models.convert.insightface import plan_insightface
 from lafslib.models.convert.lafs import plan_lafs, plan_partfvit
 from lafslib.models.convert.mobilefacenet import plan_mobilefacenet
@@ -181,7 +182,10 @@ def convert_checkpoint(
     """Load a reference checkpoint into a lafslib model that takes RGB in [-1, 1].
 
     Args:
-        src: checkpoint file (or a folder with ``model.safetensors`` / ``model.pt``).
+        src: checkpoint file (or a folder with ``model.safetensors`` / ``model.pt``), or a
+            published model ``hf://owner/repo[@revision]`` (CVLFace's Hub layout, read through
+            huggingface_hub's cache: :mod:`lafslib.models.convert.hub`); the Hub's colour space
+            and CVLFace ViT name are the defaults there.
         fmt: one of :data:`FORMATS`; ``None`` or ``"auto"``: detected from the keys.
         model_name: registry name of the target (timm name for ``timm``/``dinov2``). When
             omitted, the target and its geometry (IResNet depth and widths, fViT / DINO ViT
@@ -202,6 +206,12 @@ def convert_checkpoint(
         (model in eval mode, report, DINO head if the checkpoint has one). ``report.input``
         records the source's input convention and how it was applied.
     """
+    hub = None
+    if is_hf_source(src):
+        hub = hub_checkpoint(str(src))
+        src = hub.weights
+        fmt = hub.format if fmt in (None, "auto") else fmt
+        model_name = model_name or hub.model_name
     obj = read_checkpoint(src)
     if fmt in (None, "auto"):
         fmt = detect_format(obj, str(src))
@@ -210,18 +220,28 @@ def convert_checkpoint(
     timm_kwargs = (model_kwargs or {}).get("timm_kwargs")
     req = Request(model_name, branch, img_size, timm_kwargs)
     plan = _plan(obj, fmt, req, Path(src))
+    if hub is not None:  # the Hub's configs, not a model.yaml beside the weights
+        plan.bgr = hub.bgr
     notes: list[str] = []
     convention = _input_convention(plan, fmt, bgr, input_mean, input_std, notes)
     model, kwargs = _build(plan, model_name, model_kwargs)
     report = ConversionReport(
-        str(src), fmt, plan.model, kwargs, skipped=req.skipped, notes=notes, input=convention
+        hub.snapshot.pinned if hub else str(src),
+        fmt,
+        plan.model,
+        kwargs,
+        skipped=req.skipped,
+        notes=(hub.notes if hub else []) + notes,
+        input=convention,
+        hub=hub.record() if hub else {},
     )
     _match(report, plan, model, allow_missing)
     if strict and not report.ok:
         others = [f for f in candidate_formats(obj) if f != fmt]
         hint = f"; the keys also fit --format {' / '.join(others)}" if others else ""
         raise ConversionError(
-            f"{src} ({fmt}) does not fit '{plan.model}': {report.problems()} (name untrained "
+            f"{report.source} ({fmt}) does not fit '{plan.model}': {report.problems()} (name "
+            "untrained "
             "keys with --allow-missing PATTERN, or choose the target with --model / --model-arg"
             f"{hint})"
         )
@@ -249,7 +269,8 @@ def convert_to_export(
     model, report, head = convert_checkpoint(src, fmt, **kwargs)
     extra: dict[str, Any] = {
         "converted_from": {
-            "source": str(src),
+            "source": report.source,
+            **({"hub": report.hub} if report.hub else {}),
             "format": report.format,
             "input": report.input,
             "skipped": report.skipped,
