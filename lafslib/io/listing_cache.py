@@ -55,7 +55,9 @@ class PathArray(Sequence[str]):
             blob += b
             total += len(b)
             ends.append(total)
-        return cls(np.frombuffer(bytes(blob), np.uint8).copy(), np.frombuffer(ends, np.int64).copy())
+        return cls(
+            np.frombuffer(bytes(blob), np.uint8).copy(), np.frombuffer(ends, np.int64).copy()
+        )
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -166,9 +168,7 @@ def _write_cache(cache: Path, listing: PathArray, folders: list[str], times: lis
         tmp.unlink(missing_ok=True)
 
 
-def cached_listing(
-    root: str | os.PathLike[str], min_files: int | None = None
-) -> PathArray:
+def cached_listing(root: str | os.PathLike[str], min_files: int | None = None) -> PathArray:
     """Sorted relative paths of every image under ``root`` (as :func:`list_images`), from the
     cache beside it when no folder has changed since it was written.
 

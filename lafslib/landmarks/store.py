@@ -189,7 +189,11 @@ def _increasing(arr: np.ndarray) -> bool:
 def _has_equal_neighbours(arr: np.ndarray, order: np.ndarray) -> bool:
     n = len(arr) - 1
     return any(
-        bool(np.any(arr[order[lo + 1 : min(lo + _CHUNK, n) + 1]] == arr[order[lo : min(lo + _CHUNK, n)]]))
+        bool(
+            np.any(
+                arr[order[lo + 1 : min(lo + _CHUNK, n) + 1]] == arr[order[lo : min(lo + _CHUNK, n)]]
+            )
+        )
         for lo in range(0, n, _CHUNK)
     )
 
