@@ -2,8 +2,8 @@
 peak PSS of the whole process tree (main process + DataLoader workers), for `.rec` pools of
 10k and 1M records with an NPZ landmark sidecar.
 
-Usage: python benchmarks/bench_pool_memory.py [--sizes 10000 1000000] [--workers 4]
-           [--baseline DIR] [--work DIR]
+Usage: python benchmarks/bench_pool_memory.py [--sizes 10000 1000000] [--workers 4] [--steps 30]
+           [--baseline DIR] [--baseline-pass-max N] [--work DIR]
 
 Each pool repeats one real face (`../shared/data/celeba-112`, re-encoded as a ~3 KB JPEG) in
 the insightface layout (100 images per identity) with its 5 landmarks in `landmarks5.npz`.
@@ -17,7 +17,9 @@ Two measurements per pool, each in a fresh process whose tree is sampled every 0
   once (shuffled batches of 256); peak PSS, and PSS at the end of the pass.
 
 `--baseline DIR` runs the same measurements with another checkout of lafslib (e.g. the code
-before this change: `git archive <commit> lafslib | tar -x -C DIR`), side by side in one run.
+before this change: `git archive <commit> lafslib | tar -x -C DIR`), side by side in one run;
+its full pass only for pools of at most `--baseline-pass-max` records (a pass over 1M records
+takes long on a small machine).
 The pools (a few GB for 1M records) are written under `--work` and deleted afterwards.
 """
 
@@ -243,6 +245,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--baseline", type=Path, default=None, help="another lafslib checkout")
+    parser.add_argument("--baseline-pass-max", type=int, default=None, help="records")
     parser.add_argument("--work", type=Path, default=None, help="folder for the pools")
     parser.add_argument("--child-pass", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -251,7 +254,7 @@ def main() -> None:
         return
     codes = {"this change": ROOT}
     if args.baseline is not None:
-        codes = {"before": args.baseline.resolve(), **codes}
+        codes["before"] = args.baseline.resolve()
     jpeg, points = one_face()
     work = Path(tempfile.mkdtemp(prefix="lafs-pool-", dir=args.work))
     results: dict[str, dict[str, Any]] = {name: {} for name in codes}
@@ -265,7 +268,9 @@ def main() -> None:
             )
             for name, code in codes.items():
                 row = {"pretrain": measure_pretrain(code, rec, work, args.workers, args.steps)}
-                row["pass"] = measure_pass(code, rec, work, args.workers)
+                limit = args.baseline_pass_max if name == "before" else None
+                if limit is None or n <= limit:
+                    row["pass"] = measure_pass(code, rec, work, args.workers)
                 row["rec_gib"] = gib
                 results[name][str(n)] = row
                 print(name, n, json.dumps(row))
@@ -278,11 +283,14 @@ def main() -> None:
 def publish(results: dict[str, dict[str, Any]], args: argparse.Namespace, jpeg_bytes: int) -> None:
     small, large = str(min(args.sizes)), str(max(args.sizes))
     rows = []
-    for name, by_n in results.items():
+    for name, by_n in sorted(results.items()):
         for n, r in by_n.items():
-            p, f = r["pretrain"], r["pass"]
+            p, f = r["pretrain"], r.get("pass")
+            passed = (
+                [round(f[k]) for k in ("peak_pss_mib", "end_pss_mib", "pass_s")] if f else ["-"] * 3
+            )
             rows.append([name, f"{int(n):,}", round(p["first_step_s"], 1), round(p["peak_pss_mib"]),
-                         round(f["peak_pss_mib"]), round(f["end_pss_mib"]), round(f["pass_s"])])  # fmt: skip
+                         *passed])  # fmt: skip
     table = markdown_table(
         ["code", "records", "first step s", "pretrain peak PSS MiB", "full pass peak PSS MiB",
          "PSS after the pass MiB", "pass s"], rows)  # fmt: skip
