@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +11,12 @@ import numpy as np
 
 from lafslib.data.base import FaceDataset
 from lafslib.errors import DataError, InputNotFoundError
-from lafslib.io import list_images, read_image
+from lafslib.io import read_image
+from lafslib.io.listing_cache import PathArray, cached_listing
 
 __all__ = ["ImageFolderDataset", "find_sidecar"]
 
+_CHUNK = 1 << 16
 SIDECAR_NAMES = ("landmarks.csv", "landmarks5.csv", "landmarks.npz", "landmarks5.npz")
 
 
@@ -29,8 +31,36 @@ def find_sidecar(root: str | os.PathLike[str]) -> Path | None:
     return None
 
 
+def _identity_labels(files: PathArray, root: Path) -> tuple[PathArray, np.ndarray]:
+    """The sorted identities (first folder of each path) and the (N,) int32 label of each file.
+
+    Raises:
+        DataError: a file lies directly in ``root`` (no identity folder).
+    """
+    firsts = []
+    for lo in range(0, len(files), _CHUNK):
+        part = files.encoded(lo, lo + _CHUNK)
+        loose = np.flatnonzero(np.char.find(part, b"/") < 0)
+        if len(loose):
+            raise DataError(
+                f"{root}: labelled folders need one sub-folder per identity; "
+                f"found loose image '{files[lo + int(loose[0])]}'"
+            )
+        firsts.append(np.unique(np.char.partition(part, b"/")[:, 0]))
+    classes = np.unique(np.concatenate(firsts))
+    labels = np.empty(len(files), dtype=np.int32)
+    for lo in range(0, len(files), _CHUNK):
+        first = np.char.partition(files.encoded(lo, lo + _CHUNK), b"/")[:, 0]
+        labels[lo : lo + len(first)] = np.searchsorted(classes, first)
+    names = PathArray.from_strings(c.decode("utf-8") for c in classes.tolist())
+    return names, labels
+
+
 class ImageFolderDataset(FaceDataset):
     """Images under a folder.
+
+    The listing (cached beside a large folder, see :mod:`lafslib.io.listing_cache`), the labels
+    and the landmark keys are numpy arrays: no Python object per image.
 
     Args:
         root: dataset folder.
@@ -57,32 +87,30 @@ class ImageFolderDataset(FaceDataset):
             raise InputNotFoundError(f"image folder not found: {self.root}")
         self.labelled = labelled
         self.max_side = max_side
-        self.files = list_images(self.root)
-        if not self.files:
+        self.files: PathArray = cached_listing(self.root)
+        if not len(self.files):
             raise DataError(f"{self.root}: no image files found (extensions: .jpg, .png, ...)")
+        self.classes: Sequence[str]
         if labelled:
-            self.classes = sorted({f.split("/", 1)[0] for f in self.files if "/" in f})
-            loose = [f for f in self.files if "/" not in f]
-            if loose:
-                raise DataError(
-                    f"{self.root}: labelled folders need one sub-folder per identity; "
-                    f"found loose image '{loose[0]}'"
-                )
-            index = {c: i for i, c in enumerate(self.classes)}
-            self.labels = [index[f.split("/", 1)[0]] for f in self.files]
+            self.classes, self.labels = _identity_labels(self.files, self.root)
         else:
             self.classes = []
-            self.labels = [-1] * len(self.files)
+            self.labels = np.full(len(self.files), -1, dtype=np.int32)
         self.num_classes = len(self.classes)
         if landmarks == "auto":
             landmarks = find_sidecar(self.root)
         if landmarks is not None:
-            self.attach_landmarks(landmarks)
-            missing = [f for f in self.files if f not in self.landmarks]
+            table = self.attach_landmarks(landmarks)
+            missing, first = 0, ""
+            for lo in range(0, len(self.files), _CHUNK):
+                absent = np.flatnonzero(table.rows(self.files.encoded(lo, lo + _CHUNK)) < 0)
+                if len(absent) and not missing:
+                    first = self.files[lo + int(absent[0])]
+                missing += len(absent)
             if missing:
                 raise DataError(
-                    f"{landmarks}: no landmarks for {len(missing)} of {len(self.files)} images "
-                    f"under {self.root} (first: '{missing[0]}')"
+                    f"{landmarks}: no landmarks for {missing} of {len(self.files)} images "
+                    f"under {self.root} (first: '{first}')"
                 )
 
     def __len__(self) -> int:
@@ -93,7 +121,7 @@ class ImageFolderDataset(FaceDataset):
         return read_image(self.root / rel, self.max_side), rel
 
     def _label(self, index: int) -> int:
-        return self.labels[index]
+        return int(self.labels[index])
 
     def _landmark_key(self, index: int) -> str:
         return self.files[index]

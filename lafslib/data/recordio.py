@@ -4,7 +4,9 @@ Framing (MXNet RecordIO): each record is ``uint32 magic 0xced7230a``, ``uint32 l
 (``cflag = lrecord >> 29``, ``length = lrecord & (2**29 - 1)``), the payload, and zero padding
 to a multiple of 4 bytes. A payload that contains the magic word at a 4-byte boundary is split
 into parts (cflag 1 = first, 2 = middle, 3 = last) and re-joined with the magic word on read.
-The ``.idx`` file is text, ``key<TAB>byte offset`` per line.
+The ``.idx`` file is text, ``key<TAB>byte offset`` per line; it is read into numpy arrays
+(:class:`RecordIndex`), as are the labels, so that a pool of millions of records holds no
+Python object per record.
 
 Payload: ``IRHeader`` = struct ``<IfQQ`` (flag, label, id, id2); when ``flag > 0`` it is followed
 by ``flag`` float32 labels; then the encoded image.
@@ -20,10 +22,12 @@ Example:
 
 from __future__ import annotations
 
+import array
 import csv
 import os
 import struct
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,6 +35,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from lafslib.data.base import FaceDataset
+from lafslib.data.record_index import RecordIndex
 from lafslib.errors import DataError, InputNotFoundError
 from lafslib.io import BadImageError, decode_image
 
@@ -38,6 +43,7 @@ __all__ = [
     "IRHeader",
     "pack_record",
     "unpack_record",
+    "RecordIndex",
     "RecordWriter",
     "RecordReader",
     "RecordIODataset",
@@ -48,6 +54,8 @@ MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _LEN_MASK = (1 << 29) - 1
 _HEADER = struct.Struct("<IfQQ")
+_FAST_HEAD = struct.Struct("<IIIf")  # magic, lrecord, then the header's flag and label
+_CHUNK = 1 << 16
 
 
 @dataclass
@@ -92,7 +100,8 @@ class RecordWriter:
         self.rec_path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp_rec = self.rec_path.with_name(self.rec_path.name + ".tmp")
         self._f: BinaryIO = self._tmp_rec.open("wb")
-        self._index: list[tuple[int, int]] = []
+        self._keys = array.array("q")  # compact: no Python object per record
+        self._offsets = array.array("q")
 
     def _write_part(self, cflag: int, data: bytes) -> None:
         self._f.write(struct.pack("<II", MAGIC, (cflag << 29) | len(data)))
@@ -101,8 +110,9 @@ class RecordWriter:
 
     def write(self, key: int, payload: bytes) -> None:
         """Write one record under integer ``key``."""
-        self._index.append((key, self._f.tell()))
-        cuts = [i for i in range(0, len(payload) - 3, 4) if payload[i : i + 4] == _MAGIC_BYTES]
+        self._keys.append(key)
+        self._offsets.append(self._f.tell())
+        cuts = _magic_cuts(payload)
         if not cuts:
             self._write_part(0, payload)
             return
@@ -118,7 +128,10 @@ class RecordWriter:
         os.fsync(self._f.fileno())
         self._f.close()
         tmp_idx = self.idx_path.with_name(self.idx_path.name + ".tmp")
-        tmp_idx.write_text("".join(f"{k}\t{off}\n" for k, off in self._index))
+        with tmp_idx.open("w") as f:
+            for lo in range(0, len(self._keys), _CHUNK):
+                keys, offsets = self._keys[lo : lo + _CHUNK], self._offsets[lo : lo + _CHUNK]
+                f.write("".join(f"{k}\t{off}\n" for k, off in zip(keys, offsets)))
         os.replace(self._tmp_rec, self.rec_path)
         os.replace(tmp_idx, self.idx_path)
 
@@ -133,8 +146,25 @@ class RecordWriter:
             self._tmp_rec.unlink(missing_ok=True)
 
 
+def _magic_cuts(payload: bytes) -> list[int]:
+    """Positions (multiples of 4) where ``payload`` holds the magic word."""
+    cuts, pos = [], payload.find(_MAGIC_BYTES)
+    while pos >= 0:
+        if pos % 4 == 0:
+            cuts.append(pos)
+            pos = payload.find(_MAGIC_BYTES, pos + 4)
+        else:
+            pos = payload.find(_MAGIC_BYTES, pos + 1)
+    return cuts
+
+
 class RecordReader:
-    """Random access to a ``.rec`` file; one file handle per process (DataLoader-worker safe)."""
+    """Random access to a ``.rec`` file; one file handle per process (DataLoader-worker safe).
+
+    Attributes:
+        offsets: the :class:`RecordIndex` (key -> byte offset), from the ``.idx`` or a scan.
+        keys: the sorted record keys (a ``range`` or an int64 array).
+    """
 
     def __init__(self, rec_path: str | os.PathLike[str], idx_path: str | None = None) -> None:
         self.rec_path = Path(rec_path)
@@ -145,26 +175,45 @@ class RecordReader:
             self.offsets = self._read_idx()
         else:
             self.offsets = self._scan()
-        self.keys = sorted(self.offsets)
+        self.keys: Sequence[int] = self.offsets.key_sequence()
         self._handle: BinaryIO | None = None
         self._pid = -1
 
-    def _read_idx(self) -> dict[int, int]:
-        offsets = {}
-        for line_no, line in enumerate(self.idx_path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            try:
-                offsets[int(parts[0])] = int(parts[1])
-            except (ValueError, IndexError):
-                raise DataError(
-                    f"{self.idx_path}: line {line_no}: expected 'key<TAB>offset'"
-                ) from None
-        return offsets
+    def _read_idx(self) -> RecordIndex:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # an empty file: handled below
+                table = np.loadtxt(
+                    self.idx_path, dtype=np.int64, delimiter="\t", ndmin=2, comments=None
+                )
+        except ValueError:
+            table = None
+        if table is not None and table.shape[1] == 2:
+            return RecordIndex(table[:, 0], table[:, 1])
+        if table is not None and table.size == 0:
+            return RecordIndex(np.zeros(0), np.zeros(0))
+        return self._read_idx_lines()
 
-    def _scan(self) -> dict[int, int]:
-        offsets, key = {}, 0
+    def _read_idx_lines(self) -> RecordIndex:
+        """The slow, line-by-line reading: for lines numpy refuses (the error names the line)."""
+        keys, offsets = array.array("q"), array.array("q")
+        with self.idx_path.open() as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                parts = line.rstrip("\n").split("\t")
+                try:
+                    key, offset = int(parts[0]), int(parts[1])
+                except (ValueError, IndexError):
+                    raise DataError(
+                        f"{self.idx_path}: line {line_no}: expected 'key<TAB>offset'"
+                    ) from None
+                keys.append(key)
+                offsets.append(offset)
+        return RecordIndex(np.frombuffer(keys, np.int64), np.frombuffer(offsets, np.int64))
+
+    def _scan(self) -> RecordIndex:
+        offsets, key = array.array("q"), 0
         with self.rec_path.open("rb") as f:
             while True:
                 pos = f.tell()
@@ -176,10 +225,10 @@ class RecordReader:
                     raise DataError(f"{self.rec_path}: bad magic at byte {pos}")
                 cflag, length = lrec >> 29, lrec & _LEN_MASK
                 if cflag in (0, 1):
-                    offsets[key] = pos
+                    offsets.append(pos)
                     key += 1
                 f.seek(length + (-length % 4), os.SEEK_CUR)
-        return offsets
+        return RecordIndex(np.arange(key, dtype=np.int64), np.frombuffer(offsets, np.int64))
 
     def _file(self) -> BinaryIO:
         if self._handle is None or self._pid != os.getpid():
@@ -189,10 +238,11 @@ class RecordReader:
 
     def read(self, key: int) -> bytes:
         """The payload of record ``key``."""
-        if key not in self.offsets:
+        i = self.offsets.position(key)
+        if i < 0:
             raise KeyError(f"{self.rec_path}: no record with key {key}")
         f = self._file()
-        f.seek(self.offsets[key])
+        f.seek(int(self.offsets.offsets[i]))
         parts = []
         while True:
             head = f.read(8)
@@ -226,6 +276,27 @@ class RecordReader:
         header, _ = unpack_record(head + f.read(4 * flag))
         return header
 
+    def header_labels(self, keys: Sequence[int]) -> np.ndarray:
+        """(len(keys),) float64 scalar label of each record (its first label when it holds
+        several; NaN where the framing is unusual: split or truncated), read with one small
+        ``pread`` per record into an array, never a Python object per record."""
+        out = np.full(len(keys), np.nan)
+        fd = self._file().fileno()
+        want = 8 + _HEADER.size + 4
+        for i, key in enumerate(keys):
+            head = os.pread(fd, want, int(self.offsets[key]))
+            if len(head) < 8 + _HEADER.size:
+                continue
+            magic, lrec, flag, label = _FAST_HEAD.unpack_from(head)
+            length = lrec & _LEN_MASK
+            if magic != MAGIC or lrec >> 29 != 0 or length < _HEADER.size + 4 * flag:
+                continue
+            if flag == 0:
+                out[i] = label
+            elif len(head) == want:
+                out[i] = struct.unpack_from("<f", head, 8 + _HEADER.size)[0]
+        return out
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_handle"], state["_pid"] = None, -1
@@ -234,6 +305,9 @@ class RecordReader:
 
 class RecordIODataset(FaceDataset):
     """Images of an insightface ``.rec`` (header layout or flat).
+
+    The index, the image keys and the labels are numpy arrays (or ranges), never one Python
+    object per record, so pools of millions cost DataLoader workers no copied memory.
 
     Args:
         rec_path: the ``.rec`` file (``.idx`` beside it, or rebuilt by scanning).
@@ -254,42 +328,57 @@ class RecordIODataset(FaceDataset):
         super().__init__(transform)
         self.reader = RecordReader(rec_path, idx_path)
         self.location = str(self.reader.rec_path)
-        if not self.reader.keys:
+        if not len(self.reader.keys):
             raise DataError(f"{rec_path}: the RecordIO file holds no records")
-        header, rest = unpack_record(self.reader.read(self.reader.keys[0]))
-        self._labels: list[int] | None = None
-        if self.reader.keys[0] == 0 and header.flag > 0 and len(header.label) >= 2 and not rest:
+        first = int(self.reader.keys[0])
+        header, rest = unpack_record(self.reader.read(first))
+        labels: np.ndarray | None = None
+        self.image_keys: Sequence[int]
+        if first == 0 and header.flag > 0 and len(header.label) >= 2 and not rest:
             first_id = int(header.label[0])
             end_id = int(header.label[1])
-            self.image_keys = list(range(1, first_id))
-            self.identity_range = (first_id, end_id)
-            labels = np.full(len(self.image_keys), -1, dtype=np.int64)
-            try:
-                for ident, key in enumerate(range(first_id, end_id)):
-                    rng, _ = unpack_record(self.reader.read(key))
-                    a, b = int(rng.label[0]), int(rng.label[1])
-                    labels[a - 1 : b - 1] = ident
-            except (ValueError, IndexError, TypeError):
-                labels[:] = -1  # corrupt identity records: read each image's own label below
-            if (labels >= 0).all():
-                self._labels = labels.tolist()
+            self.image_keys = range(1, first_id)
+            self.identity_range: tuple[int, int] | None = (first_id, end_id)
+            labels = self._identity_labels(first_id, end_id)
         else:
-            self.image_keys = list(self.reader.keys)
+            self.image_keys = self.reader.keys
             self.identity_range = None
-        if self._labels is None:
-            self._labels = [self._read_label(i, k) for i, k in enumerate(self.image_keys)]
+        self._labels = labels if labels is not None else self._record_labels()
         if landmarks is not None:
             self.attach_landmarks(landmarks)
 
+    def _identity_labels(self, first_id: int, end_id: int) -> np.ndarray | None:
+        """Labels from the identity records (``[start, end)`` of image keys each); None when
+        they are corrupt or leave an image without identity."""
+        labels = np.full(len(self.image_keys), -1, dtype=np.int32)
+        try:
+            for ident, key in enumerate(range(first_id, end_id)):
+                rng, _ = unpack_record(self.reader.read(key))
+                a, b = int(rng.label[0]), int(rng.label[1])
+                labels[a - 1 : b - 1] = ident
+        except (ValueError, IndexError, TypeError):
+            return None  # corrupt identity records: read each image's own label instead
+        return labels if bool((labels >= 0).all()) else None
+
+    def _record_labels(self) -> np.ndarray:
+        """Each image's label from its own header; a corrupt record gets -1 and is skipped."""
+        found = self.reader.header_labels(self.image_keys)
+        labels = np.full(len(found), -1, dtype=np.int32)
+        ok = np.isfinite(found) & (np.abs(found) < 2**31)
+        labels[ok] = found[ok].astype(np.int32)
+        for index in np.flatnonzero(~ok).tolist():  # unusual framing: the exact, slow reading
+            labels[index] = self._read_label(index, int(self.image_keys[index]))
+        return labels
+
     @property
-    def labels(self) -> list[int]:
-        """Identity label of every image."""
+    def labels(self) -> np.ndarray:
+        """(N,) int32 identity label of every image (-1 for a corrupt record)."""
         return self._labels
 
     @property
     def num_classes(self) -> int:
         """Number of identities (max label + 1)."""
-        return max(self.labels) + 1
+        return int(self._labels.max()) + 1
 
     def _read_label(self, index: int, key: int) -> int:
         try:
@@ -305,7 +394,7 @@ class RecordIODataset(FaceDataset):
         return len(self.image_keys)
 
     def _load(self, index: int) -> tuple[np.ndarray, str]:
-        key = self.image_keys[index]
+        key = int(self.image_keys[index])
         try:
             _, data = unpack_record(self.reader.read(key))
         except ValueError as exc:  # bad magic, truncated record: skipped like a bad JPEG
@@ -313,10 +402,10 @@ class RecordIODataset(FaceDataset):
         return decode_image(data, f"{self.reader.rec_path}:{key}"), f"rec:{key}"
 
     def _label(self, index: int) -> int:
-        return self._labels[index]
+        return int(self._labels[index])
 
     def _landmark_key(self, index: int) -> int:
-        return self.image_keys[index]
+        return int(self.image_keys[index])
 
 
 def pack_folder(

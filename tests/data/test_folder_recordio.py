@@ -22,7 +22,7 @@ from lafslib.landmarks.store import LandmarkFileError
 def test_labelled_folder(faces_mini: Path) -> None:
     ds = ImageFolderDataset(faces_mini / "identities", labelled=True)
     assert len(ds) == 100 and ds.num_classes == 20
-    assert ds.labels == [i // 5 for i in range(100)]
+    assert ds.labels.tolist() == [i // 5 for i in range(100)]
     s = ds[7]
     assert s["image"].shape == (112, 112, 3) and s["label"] == 1
     assert s["path"].startswith(ds.classes[1] + "/")
@@ -49,7 +49,7 @@ def test_pack_roundtrip_identity_labels(faces_mini: Path, tmp_path: Path) -> Non
     rec = RecordIODataset(out)
     assert len(rec) == len(folder) == 100
     assert rec.num_classes == 20 and rec.identity_range == (101, 121)
-    assert rec.labels == folder.labels  # identity indices, not image indices
+    assert rec.labels.tolist() == folder.labels.tolist()  # identity indices, not image indices
     for i in range(0, 100, 9):
         np.testing.assert_array_equal(rec[i]["image"], folder[i]["image"])
         assert rec[i]["label"] == folder[i]["label"]
@@ -84,7 +84,7 @@ def test_flat_layout_dataset(faces_mini: Path, tmp_path: Path) -> None:
         for k, f in enumerate(files):
             w.write(k, pack_record(IRHeader(2, np.array([k // 2, 7.0])), f.read_bytes()))
     ds = RecordIODataset(tmp_path / "f.rec")
-    assert ds.identity_range is None and ds.labels == [0, 0, 1, 1, 2, 2]
+    assert ds.identity_range is None and ds.labels.tolist() == [0, 0, 1, 1, 2, 2]
 
 
 def test_dataloader_workers(faces_mini: Path, tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ def test_a_corrupt_record_is_skipped_like_a_bad_image(tmp_path: Path, face_folde
     pack_folder(tmp_path / "src", tmp_path / "f.rec", progress=False)
     _corrupt_magic(tmp_path / "f.rec", 5)  # image record 5: index 4
     ds = RecordIODataset(tmp_path / "f.rec")
-    assert ds.labels == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert ds.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
     with pytest.warns(RuntimeWarning, match="corrupt record"):
         assert ds[4]["index"] == 5  # replaced by the next readable image
     assert ds.bad_images.count == 1
@@ -136,7 +136,7 @@ def test_a_corrupt_header_in_a_flat_rec_leaves_that_record_out(tmp_path: Path) -
     _corrupt_magic(tmp_path / "flat.rec", 1)
     with pytest.warns(RuntimeWarning, match="bad magic in record 1"):
         ds = RecordIODataset(tmp_path / "flat.rec")
-    assert ds.labels == [0, -1, 1, 1] and ds[1]["index"] == 2
+    assert ds.labels.tolist() == [0, -1, 1, 1] and ds[1]["index"] == 2
     assert few_shot_indices(ds.labels, None, 1.0, 0) == ([0, 2, 3], {0: 0, 1: 1})
     with pytest.raises(ValueError, match="none of the 2 training images has an identity label"):
         few_shot_indices([-1, -1], None, 1.0, 0)
