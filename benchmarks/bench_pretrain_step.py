@@ -288,6 +288,14 @@ def main() -> None:
     parser.add_argument(
         "--before-rev", default=None, help="a git revision to compare (a temporary worktree)"
     )
+    parser.add_argument(
+        "--recipes",
+        nargs="+",
+        default=list(RECIPES),
+        choices=list(RECIPES),
+        metavar="LABEL",
+        help=f"recipes to profile (default all: {', '.join(map(repr, RECIPES))})",
+    )
     parser.add_argument("--update-reps", type=int, default=40, help="update-phase repetitions")
     parser.add_argument("--metrics-steps", type=int, default=20, help="steps of the metrics check")
     args = parser.parse_args()
@@ -328,7 +336,7 @@ def run(args: argparse.Namespace) -> None:
         )  # fmt: skip
         print(update_md, flush=True)
     phase_rows, e2e_rows = [], []
-    for label, overrides in RECIPES.items():
+    for label, overrides in ((k, RECIPES[k]) for k in args.recipes):
         t = phase_times(overrides, args.steps)
         total = sum(t.values())
         cpu_ms = loader_cpu_ms(overrides)
