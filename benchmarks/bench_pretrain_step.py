@@ -150,11 +150,19 @@ def end_to_end(code: Path, overrides: dict, steps: int, run: Path) -> float:
         "run.tensorboard": "false",
         **overrides,
     }
-    cmd = [sys.executable, "-m", "lafslib.cli", "pretrain", str(RECIPE)]
+    # -P: the working directory (this checkout, where the recipe's data paths start) is not put
+    # before PYTHONPATH, so the lafslib imported is the one of ``code``
+    cmd = [sys.executable, "-P", "-m", "lafslib.cli", "pretrain", str(RECIPE)]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "2"}
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+    used = subprocess.run(
+        [sys.executable, "-P", "-c", "import lafslib; print(lafslib.__file__)"],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    if not Path(used).resolve().is_relative_to(Path(code).resolve()):
+        raise RuntimeError(f"lafs pretrain of {code} imported {used}")
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [r for r in rows if "train/img_per_s" in r][-1]["train/img_per_s"]
 
@@ -280,6 +288,14 @@ def main() -> None:
     parser.add_argument(
         "--before-rev", default=None, help="a git revision to compare (a temporary worktree)"
     )
+    parser.add_argument(
+        "--recipes",
+        nargs="+",
+        default=list(RECIPES),
+        choices=list(RECIPES),
+        metavar="LABEL",
+        help=f"recipes to profile (default all: {', '.join(map(repr, RECIPES))})",
+    )
     parser.add_argument("--update-reps", type=int, default=40, help="update-phase repetitions")
     parser.add_argument("--metrics-steps", type=int, default=20, help="steps of the metrics check")
     args = parser.parse_args()
@@ -320,7 +336,7 @@ def run(args: argparse.Namespace) -> None:
         )  # fmt: skip
         print(update_md, flush=True)
     phase_rows, e2e_rows = [], []
-    for label, overrides in RECIPES.items():
+    for label, overrides in ((k, RECIPES[k]) for k in args.recipes):
         t = phase_times(overrides, args.steps)
         total = sum(t.values())
         cpu_ms = loader_cpu_ms(overrides)
@@ -355,7 +371,9 @@ def run(args: argparse.Namespace) -> None:
         "'before' is the lafslib checkout given by --before (or --before-rev), run back to back "
         "with this one on the same machine; the machine may be shared, so compare the ratio, "
         "not the absolute numbers, with other sections. The phase profile runs this checkout's "
-        "code: its optimizer column is clipping + AdamW + EMA as the engine runs them."
+        "code: its optimizer column is clipping + AdamW + EMA as the engine runs them. Runs of "
+        "this script before 2026-12-07 imported this checkout's lafslib for 'before' too (the "
+        "working directory came first on sys.path); 'before' now runs with python -P."
     )
     publish_result(
         "pretrain_step", "Pretraining step on CPU: profile, before / after", table, data, notes

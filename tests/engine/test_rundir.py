@@ -185,7 +185,9 @@ def test_a_resume_that_does_not_fit_changes_nothing(
         "--resume",
         "auto",
     ]
-    assert main(args) == 2
+    assert main(args) == 2  # refused before anything is loaded: the recipe changed the head
+    assert "head.out_dim 64 -> 32" in capsys.readouterr().err
+    assert main([*args, "--allow-change", "head.out_dim"]) == 2  # allowed, but it cannot fit
     err = capsys.readouterr().err
     assert "step_00000001.pt: does not fit this recipe" in err and "size mismatch" in err
     assert _tree(run) == before  # config.yaml, env.json and metrics.jsonl as they were
