@@ -35,6 +35,7 @@ SECTION_ORDER = [
     "eval",
     "real_checkpoints",
     "faceembedder",
+    "search",
     "study",
     "ssl_whitening",
     "few_shot",

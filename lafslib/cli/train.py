@@ -163,12 +163,17 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
   lafs convert checkpoint_gpu_0.pt exports/r50 --format insightface
   lafs convert backbone.pth exports/ir50 --format insightface
   lafs convert cvlface_ir101/model.pt exports/cvl_ir101 --format cvlface
+  lafs convert hf://minchul/cvlface_adaface_ir101_webface12m exports/ada101 --onnx
   lafs convert lafs/checkpoint.pth exports/lafs --format lafs --allow-missing 'head.*'
   lafs convert part_fvit.pth exports/part_fvit --format partfvit --allow-missing 'vit.head.*'
   lafs convert dinov2_vits14.pth exports/dinov2_s --format dinov2 --model vit_small_patch14_dinov2
 """,
     )
-    p.add_argument("src", help="checkpoint file (.pth/.pt/.safetensors) or a folder with one")
+    p.add_argument(
+        "src",
+        help="checkpoint file (.pth/.pt/.safetensors), a folder with one, or a published model "
+        "hf://owner/repo[@revision] (CVLFace's Hub layout, through huggingface_hub's cache)",
+    )
     p.add_argument("out", help="output export folder (model.safetensors + model.json)")
     p.add_argument(
         "--format",

@@ -90,10 +90,11 @@ def search_faiss(
     probes: np.ndarray,
     k: int = 5,
     exclude: np.ndarray | None = None,
-    nprobe: int = 32,
+    nprobe: int = 16,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Approximate top-k with a faiss inverted-file index (``IVF{nlist},Flat`` on inner
-    products, ``nlist`` about ``4 * sqrt(G)``), trained on at most 256 rows per list.
+    products, ``nlist`` about ``sqrt(G)``), trained on at most 64 rows per list, ``nprobe``
+    lists searched per probe.
 
     Returns the same as :func:`search_exact`.
     """
@@ -107,10 +108,10 @@ def search_faiss(
             "exactly: --index exact)"
         ) from None
     dim, n_gal = gallery.shape[1], len(gallery)
-    nlist = max(1, min(int(4 * math.sqrt(n_gal)), n_gal // 39 or 1))
+    nlist = max(1, min(int(math.sqrt(n_gal)), n_gal // 39 or 1))
     index = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(0)
-    train = np.sort(rng.choice(n_gal, size=min(n_gal, 256 * nlist), replace=False))
+    train = np.sort(rng.choice(n_gal, size=min(n_gal, 64 * nlist), replace=False))
     index.train(np.ascontiguousarray(gallery[train], dtype=np.float32))
     for g0 in range(0, n_gal, 262144):
         index.add(np.ascontiguousarray(gallery[g0 : g0 + 262144], dtype=np.float32))

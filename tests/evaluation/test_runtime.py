@@ -101,3 +101,36 @@ def test_bad_requests_are_one_line_user_errors(exports, tmp_path):
     (tmp_path / "broken" / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(ExportError, match="ONNX Runtime cannot load it"):
         load_embedding_model(tmp_path / "broken", "onnxruntime")
+
+
+def _mmapped_bytes() -> int:
+    """glibc's ``mallinfo2().hblkhd``: bytes held in blocks mapped with ``mmap``."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
+                    "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    return int(libc.mallinfo2().hblkhd)
+
+
+def test_large_activations_come_from_the_reused_heap_while_embedding():
+    from lafslib.evaluation.embed import _glibc, reuse_freed_memory
+
+    if _glibc() is None or not hasattr(_glibc(), "mallinfo2"):
+        pytest.skip("glibc >= 2.33 only")
+
+    def mapped_by_a_large_tensor() -> int:
+        before = _mmapped_bytes()
+        t = torch.empty(64 * 2**20, dtype=torch.uint8)
+        grown = _mmapped_bytes() - before
+        del t
+        return grown
+
+    assert mapped_by_a_large_tensor() >= 64 * 2**20  # glibc's default: a fresh mapping
+    with reuse_freed_memory():
+        with reuse_freed_memory():  # nested: restored once, at the last exit
+            assert mapped_by_a_large_tensor() == 0
+        assert mapped_by_a_large_tensor() == 0

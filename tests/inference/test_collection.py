@@ -114,6 +114,7 @@ def test_raw_photos_list_faces_not_found_and_unreadable_files(embedder, faces, t
     assert meta["detector"] == "centre"
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_rows(embedder, faces, tmp_path) -> None:
     one = embed_in_memory(faces, embedder)
     two = embed_in_memory(faces, embedder, workers=2)

@@ -233,3 +233,28 @@ def test_lafslib_exports_the_embedder_lazily() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_a_model_on_the_hub_embeds_and_keeps_its_identity(tmp_path, monkeypatch) -> None:
+    """``hf://owner/repo@rev`` (an offline Hugging Face cache built here): the embedder loads it
+    through its local copy, and thresholds of that copy's report apply to it."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LAFS_CACHE", str(tmp_path / "lafs"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / "models--someone--face"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "v2").write_text(commit)
+    snap = save_export(create_model("mobilefacenet_test").eval(), root / "snapshots" / commit)
+    entry = {"similarity": 0.3, "distance": 1.4, "far": 1e-3, "tar": 0.9}
+    report = _report(tmp_path / "r.json", model_identity(snap), {"0.001": entry})
+    embedder = FaceEmbedder("hf://someone/face@v2", None, threshold=f"{report}@1e-3")
+    assert embedder.identity == model_identity(snap) and embedder.threshold.value == 0.3
+    crop = render_face(0, 0, 112)["image"]
+    local = FaceEmbedder(snap, None, flip=True).get(crop, aligned=True)[0]  # as the report
+    np.testing.assert_allclose(embedder.get(crop, aligned=True)[0].embedding, local.embedding)

@@ -44,6 +44,7 @@ def test_verify_tells_one_person_from_two(mfn: Path, celeba_raw_mini: Path, caps
     assert float(re.search(r"similarity: ([-\d.]+)", other).group(1)) < 0.3
 
 
+@pytest.mark.slow
 def test_embed_finds_a_face_in_every_raw_photo(mfn: Path, celeba_raw_mini: Path, tmp_path) -> None:
     out = tmp_path / "celeba.npy"
     argv = ["embed", str(celeba_raw_mini), str(out), "--model", str(mfn), "--quiet"]
