@@ -326,7 +326,13 @@ def resolve_export(source: str) -> Path:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        convert_to_export(snap.pinned, tmp)
+        try:
+            convert_to_export(snap.pinned, tmp)
+        except ConversionError as exc:
+            raise ConversionError(
+                f"{exc}; convert it yourself with 'lafs convert {snap.source} EXPORT' and the "
+                "options it needs, then use EXPORT"
+            ) from None
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(tmp, out)
