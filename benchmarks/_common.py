@@ -33,6 +33,7 @@ SECTION_ORDER = [
     "pretrain",
     "pretrain_gpu",
     "eval",
+    "eval_speed",
     "real_checkpoints",
     "faceembedder",
     "search",

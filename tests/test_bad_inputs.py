@@ -29,6 +29,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from lafslib.config import load_recipe
 from lafslib.data import pack_folder, render_face, write_bin
@@ -147,6 +148,15 @@ CASES = [
          names=("export_nojson", "model.json")),
     Case("export-missing-eval", _eval("{I}/nothere_export", "{I}/ok.bin"),
          names=("nothere_export", "not found"), absent=("{O}/eval",)),
+    Case("export-without-head", _eval("{I}/export_nohead", "{I}/ok.bin"),
+         names=("export_nohead/model.safetensors", "head.0.weight"), absent=("{O}/eval",)),
+    Case("eval-onnxruntime-without-onnx",
+         (*_eval("{I}/export_ok", "{I}/ok.bin"), "--backend", "onnxruntime"),
+         names=("export_ok", "no model.onnx", "--onnx"), absent=("{O}/eval",)),
+    Case("eval-broken-onnx", _eval("{I}/export_badonnx", "{I}/ok.bin"),
+         names=("export_badonnx/model.onnx", "ONNX Runtime"), absent=("{O}/eval",)),
+    Case("eval-hf-not-cached-offline", _eval("hf://lafs-tests/not-cached", "{I}/ok.bin"),
+         names=("lafs-tests/not-cached", "HF_HUB_OFFLINE"), absent=("{O}/eval",)),
     Case("export-run-without-checkpoint", ("export", "{I}/empty_run"), names=("empty_run",)),
     Case("export-over-an-export", ("export", "{I}/runs/pre", "--out", "{I}/export_ok"),
          names=("export_ok", "already holds an export", "--overwrite")),
@@ -269,6 +279,17 @@ def _exports(inputs: Path) -> None:
         json.dumps({**info, "name": "vit_nonexistent"})
     )
     (inputs / "export_wrong/model.json").write_text(json.dumps({**info, "name": "iresnet_test"}))
+    (inputs / "export_nohead").mkdir()
+    state = load_file(str(ok / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if not k.startswith("head.")},
+              str(inputs / "export_nohead/model.safetensors"))  # fmt: skip
+    shutil.copy(ok / "model.json", inputs / "export_nohead")
+    (inputs / "export_badonnx").mkdir()
+    shutil.copy(ok / "model.safetensors", inputs / "export_badonnx")
+    (inputs / "export_badonnx/model.onnx").write_bytes(b"\x08\x07not a graph")
+    (inputs / "export_badonnx/model.json").write_text(
+        json.dumps({**info, "onnx": {"file": "model.onnx"}})
+    )
     (inputs / "export_partial").mkdir()
     shutil.copy(ok / "model.json", inputs / "export_partial")
     (inputs / "export_nojson").mkdir()
@@ -404,6 +425,7 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "LAFS_DEBUG"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env["OMP_NUM_THREADS"] = "1"
+    env["HF_HUB_OFFLINE"] = "1"  # hf:// sources: the local cache only
     return env
 
 

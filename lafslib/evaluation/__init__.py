@@ -19,6 +19,7 @@ from lafslib.evaluation.ijb import (
     pool_templates,
     score_template_pairs,
 )
+from lafslib.evaluation.runtime import load_embedding_model
 from lafslib.evaluation.verification import (
     evaluate_bin,
     pair_distances,
@@ -44,6 +45,7 @@ __all__ = [
     "embed_images",
     "evaluate_bin",
     "flip_keypoints",
+    "load_embedding_model",
     "pair_distances",
     "roc_curve",
     "tar_at_far",

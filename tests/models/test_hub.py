@@ -14,6 +14,7 @@ from lafslib.errors import InputNotFoundError
 from lafslib.models import create_model, load_export, save_export
 from lafslib.models.convert import ConversionError, convert_checkpoint, convert_to_export
 from lafslib.models.convert.hub import parse_hf_source
+from lafslib.models.export import load_export_weights, read_export_info
 
 from .test_convert import GOLDEN, _close, golden_state
 
@@ -115,6 +116,10 @@ def test_hf_model_for_eval_is_converted_once_and_embeds_like_the_local_export(hu
     converted = tmp_path / "lafs" / "hf" / REPO.replace("/", "--") / COMMIT
     assert (converted / "model.json").is_file()
     stamp = (converted / "model.safetensors").stat().st_mtime_ns
+    # what finetune's --init reads: the same converted export
+    assert read_export_info(f"hf://{REPO}")["name"] == "iresnet18"
+    init = create_model("iresnet18", **read_export_info(f"hf://{REPO}")["kwargs"])
+    load_export_weights(init, f"hf://{REPO}")
     again = load_embedding_model(f"hf://{REPO}@main")
     assert (converted / "model.safetensors").stat().st_mtime_ns == stamp  # not converted again
     faces = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
@@ -159,3 +164,24 @@ def test_missing_files_offline_name_the_repo_the_file_and_hf_hub_offline(hub_cac
         load_export("hf://nobody/nothing")  # what finetune's init reads
     assert main(["convert", "hf://nobody/nothing", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_cvlface_vit_is_named_by_its_model_yaml(hub_cache):
+    src = create_model("cvlface_vit_test_kprpe").eval()
+    torch.nn.init.normal_(src.kprpe.linear.weight, std=0.1)
+    snap = _repo_folder(hub_cache, "minchul/cvlface_vit_test_kprpe")
+    state = {
+        f"model.net.{k.replace('kprpe.linear.', 'keypoint_linear.')}": v.contiguous()
+        for k, v in src.state_dict().items()
+    }
+    save_file(state, snap / "model.safetensors")
+    (snap / "pretrained_model").mkdir()
+    (snap / "pretrained_model" / "model.yaml").write_text(
+        "color_space: RGB\nname: test\nyaml_path: models/vit_kprpe/configs/v1_test.yaml\n"
+    )
+    model, report, _ = convert_checkpoint("hf://minchul/cvlface_vit_test_kprpe")
+    assert report.model == "cvlface_vit_test_kprpe" and report.ok
+    assert report.hub["files"] == ["model.safetensors", "pretrained_model/model.yaml"]
+    x, kp = torch.randn(2, 3, 112, 112), torch.rand(2, 5, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, kp), src(x, kp))

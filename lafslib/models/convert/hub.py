@@ -52,6 +52,7 @@ DATA_FILES = [
     "model.json",
     "model.safetensors",
     "model.onnx",
+    "model.onnx.data",
     "config.json",
     "pretrained_model/model.yaml",
 ]
@@ -86,8 +87,8 @@ def parse_hf_source(source: str) -> HubSource:
         InputNotFoundError: not of that form.
     """
     body = source[len(PREFIX) :] if source.startswith(PREFIX) else source
-    repo, _, revision = body.partition("@")
-    if not _REPO.match(repo) or (_ and not revision):
+    repo, at, revision = body.partition("@")
+    if not _REPO.match(repo) or (at and not revision):
         raise InputNotFoundError(
             f"{source!r} is not a published model name: expected hf://owner/repo or "
             "hf://owner/repo@revision (a branch, tag or commit)"
@@ -326,7 +327,13 @@ def resolve_export(source: str) -> Path:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        convert_to_export(snap.pinned, tmp)
+        try:
+            convert_to_export(snap.pinned, tmp)
+        except ConversionError as exc:
+            raise ConversionError(
+                f"{exc}; convert it yourself with 'lafs convert {snap.source} EXPORT' and the "
+                "options it needs, then use EXPORT"
+            ) from None
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(tmp, out)
