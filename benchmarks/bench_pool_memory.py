@@ -105,16 +105,20 @@ class PssMonitor(threading.Thread):
     def __init__(self, pid: int, period: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.pid, self.period = pid, period
-        self.peak = self.last = self.peak_own = self.last_own = 0
+        self.samples: list[tuple[float, int, int]] = []  # (time, total, without libraries)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             pss, own = tree_pss(self.pid)
             if pss:
-                self.last, self.last_own = pss, own
-                self.peak, self.peak_own = max(self.peak, pss), max(self.peak_own, own)
+                self.samples.append((time.time(), pss, own))
             self._stop_event.wait(self.period)
+
+    def peak(self, since: float = 0.0, until: float = float("inf")) -> tuple[int, int]:
+        """Largest total and without-libraries PSS sampled between two times."""
+        inside = [(p, o) for t, p, o in self.samples if since <= t <= until] or [(0, 0)]
+        return max(p for p, _ in inside), max(o for _, o in inside)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -201,10 +205,11 @@ def measure_pretrain(code: Path, rec: Path, work: Path, workers: int, steps: int
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     first = min(r["time"] for r in rows if r["step"] == 1)
     shutil.rmtree(run_dir, ignore_errors=True)
+    peak, peak_own = monitor.peak()
     return {
         "first_step_s": first - t0,
-        "peak_pss_mib": monitor.peak / MIB,
-        "peak_own_pss_mib": monitor.peak_own / MIB,
+        "peak_pss_mib": peak / MIB,
+        "peak_own_pss_mib": peak_own / MIB,
     }
 
 
@@ -213,12 +218,14 @@ def measure_pass(code: Path, rec: Path, work: Path, workers: int) -> dict:
     cmd = [sys.executable, __file__, "--child-pass", str(rec), "--workers", str(workers)]
     _, monitor, text = _watch(cmd, _env(code), work / "pass.log")
     result = json.loads(text.strip().splitlines()[-1])
+    peak, peak_own = monitor.peak(until=result["held_until"])  # not the teardown
+    end, end_own = monitor.peak(result["pass_end"], result["held_until"])
     return {
         **result,
-        "peak_pss_mib": monitor.peak / MIB,
-        "end_pss_mib": monitor.last / MIB,
-        "peak_own_pss_mib": monitor.peak_own / MIB,
-        "end_own_pss_mib": monitor.last_own / MIB,
+        "peak_pss_mib": peak / MIB,
+        "end_pss_mib": end / MIB,
+        "peak_own_pss_mib": peak_own / MIB,
+        "end_own_pss_mib": end_own / MIB,
     }
 
 
@@ -237,7 +244,7 @@ def child_pass(rec: Path, workers: int, batch: int = 256) -> None:
     t0 = time.perf_counter()
     ds = open_dataset(rec, transform=_small)
     n = len(ds)
-    order = np.random.default_rng(0).permutation(n)
+    order = np.random.default_rng(0).permutation(n).astype(np.int32)
     batches = [order[lo : lo + batch] for lo in range(0, n, batch)]  # views: no copy
     loader = DataLoader(
         ds, batch_sampler=_BatchSampler(batches), num_workers=workers, prefetch_factor=2
@@ -251,10 +258,11 @@ def child_pass(rec: Path, workers: int, batch: int = 256) -> None:
             first = time.perf_counter() - t0
         seen[index.numpy()] = True
         assert bool(torch.isfinite(landmark_sum).all())
-    total = time.perf_counter() - t0
+    total, pass_end = time.perf_counter() - t0, time.time()
     time.sleep(2.0)  # the PSS after the pass, workers alive, sampled meanwhile
     assert seen.all(), f"{int((~seen).sum())} records never read"
-    print(json.dumps({"records": n, "first_batch_s": first, "pass_s": total}))
+    out = {"records": n, "first_batch_s": first, "pass_s": total, "pass_end": pass_end}
+    print(json.dumps({**out, "held_until": time.time()}))
 
 
 class _BatchSampler:
