@@ -105,16 +105,20 @@ class PssMonitor(threading.Thread):
     def __init__(self, pid: int, period: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.pid, self.period = pid, period
-        self.peak = self.last = self.peak_own = self.last_own = 0
+        self.samples: list[tuple[float, int, int]] = []  # (time, total, without libraries)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             pss, own = tree_pss(self.pid)
             if pss:
-                self.last, self.last_own = pss, own
-                self.peak, self.peak_own = max(self.peak, pss), max(self.peak_own, own)
+                self.samples.append((time.time(), pss, own))
             self._stop_event.wait(self.period)
+
+    def peak(self, since: float = 0.0, until: float = float("inf")) -> tuple[int, int]:
+        """Largest total and without-libraries PSS sampled between two times."""
+        inside = [(p, o) for t, p, o in self.samples if since <= t <= until] or [(0, 0)]
+        return max(p for p, _ in inside), max(o for _, o in inside)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -201,10 +205,11 @@ def measure_pretrain(code: Path, rec: Path, work: Path, workers: int, steps: int
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     first = min(r["time"] for r in rows if r["step"] == 1)
     shutil.rmtree(run_dir, ignore_errors=True)
+    peak, peak_own = monitor.peak(since=first)  # the workers run: no fork in flight
     return {
         "first_step_s": first - t0,
-        "peak_pss_mib": monitor.peak / MIB,
-        "peak_own_pss_mib": monitor.peak_own / MIB,
+        "peak_pss_mib": peak / MIB,
+        "peak_own_pss_mib": peak_own / MIB,
     }
 
 
@@ -213,12 +218,15 @@ def measure_pass(code: Path, rec: Path, work: Path, workers: int) -> dict:
     cmd = [sys.executable, __file__, "--child-pass", str(rec), "--workers", str(workers)]
     _, monitor, text = _watch(cmd, _env(code), work / "pass.log")
     result = json.loads(text.strip().splitlines()[-1])
+    # from the first batch (no fork in flight) to the end of the pass, not the teardown
+    peak, peak_own = monitor.peak(result["first_batch_at"], result["held_until"])
+    end, end_own = monitor.peak(result["pass_end"], result["held_until"])
     return {
         **result,
-        "peak_pss_mib": monitor.peak / MIB,
-        "end_pss_mib": monitor.last / MIB,
-        "peak_own_pss_mib": monitor.peak_own / MIB,
-        "end_own_pss_mib": monitor.last_own / MIB,
+        "peak_pss_mib": peak / MIB,
+        "end_pss_mib": end / MIB,
+        "peak_own_pss_mib": peak_own / MIB,
+        "end_own_pss_mib": end_own / MIB,
     }
 
 
@@ -237,24 +245,26 @@ def child_pass(rec: Path, workers: int, batch: int = 256) -> None:
     t0 = time.perf_counter()
     ds = open_dataset(rec, transform=_small)
     n = len(ds)
-    order = np.random.default_rng(0).permutation(n)
+    order = np.random.default_rng(0).permutation(n).astype(np.int32)
     batches = [order[lo : lo + batch] for lo in range(0, n, batch)]  # views: no copy
     loader = DataLoader(
         ds, batch_sampler=_BatchSampler(batches), num_workers=workers, prefetch_factor=2
     )
     seen = np.zeros(n, dtype=bool)
-    first = None
+    first = first_at = None
     batches_left = iter(loader)  # not exhausted below: the workers stay alive for the last samples
     for _ in range(len(loader)):
         index, _, landmark_sum = next(batches_left)
         if first is None:
-            first = time.perf_counter() - t0
+            first, first_at = time.perf_counter() - t0, time.time()
         seen[index.numpy()] = True
         assert bool(torch.isfinite(landmark_sum).all())
-    total = time.perf_counter() - t0
+    total, pass_end = time.perf_counter() - t0, time.time()
     time.sleep(2.0)  # the PSS after the pass, workers alive, sampled meanwhile
     assert seen.all(), f"{int((~seen).sum())} records never read"
-    print(json.dumps({"records": n, "first_batch_s": first, "pass_s": total}))
+    out = {"records": n, "first_batch_s": first, "pass_s": total, "pass_end": pass_end,
+           "first_batch_at": first_at}  # fmt: skip
+    print(json.dumps({**out, "held_until": time.time()}))
 
 
 class _BatchSampler:
@@ -346,7 +356,9 @@ def publish(results: dict[str, dict[str, Any]], args: argparse.Namespace, jpeg_b
         f"(demo recipe, LAFS views, {args.steps} steps) to its first optimizer step; *pretrain "
         "peak PSS*: the peak over that run of the PSS summed over the process and its workers; "
         "*full pass*: the pool opened as pretraining opens it and read by the workers until "
-        "every record was decoded once. PSS sampled every 0.5 s, in parentheses without the "
+        "every record was decoded once. PSS sampled every 0.5 s once the workers run (from the "
+        "first step or batch: while a worker forks, reading the parent's and then the child's "
+        "PSS counts shared pages twice), in parentheses without the "
         "code of shared libraries and of the Python executable (their share of PSS moves with "
         "the number of other processes mapping them: on a shared machine, tens of MiB from one "
         f"run to the next). Load average at the end of the run: {load:.1f} on "

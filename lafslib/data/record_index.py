@@ -32,11 +32,13 @@ class RecordIndex(Mapping[int, int]):
             keys, offsets = keys[order], offsets[order]
             last = np.append(keys[1:] != keys[:-1], True)  # the last of equal keys wins
             keys, offsets = keys[last], offsets[last]
-        self.offsets = offsets
+        self.offsets = np.ascontiguousarray(offsets)  # not a view that keeps the keys alive
         self._start: int | None = None
         self._keys: np.ndarray | None = keys
         if len(keys) and int(keys[-1]) - int(keys[0]) == len(keys) - 1:
             self._start, self._keys = int(keys[0]), None
+        elif len(keys):
+            self._keys = np.ascontiguousarray(keys)
 
     @property
     def keys_array(self) -> np.ndarray:

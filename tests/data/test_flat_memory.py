@@ -213,3 +213,15 @@ def test_a_labelled_folder_keeps_its_labels_and_finds_missing_landmarks(
     store.save_landmarks(tmp_path / "lm.csv", keys, np.full((len(keys), 5, 2), 50, np.float32))
     with pytest.raises(DataError, match=rf"no landmarks for 1 of 100 images .*'{ds.files[42]}'"):
         ImageFolderDataset(faces_mini / "identities", labelled=True, landmarks=tmp_path / "lm.csv")
+
+
+def _freeze_count(sample: dict) -> int:
+    return gc.get_freeze_count()
+
+
+def test_workers_freeze_the_objects_they_inherit(faces_mini: Path) -> None:
+    ds = ImageFolderDataset(faces_mini / "identities", labelled=True, transform=_freeze_count)
+    in_main = gc.get_freeze_count()
+    assert ds[0] == in_main  # the main process is left alone
+    counts = torch.cat(list(DataLoader(ds, batch_size=4, num_workers=1))).tolist()
+    assert len(counts) == 100 and min(counts) > in_main  # the worker froze its inheritance
