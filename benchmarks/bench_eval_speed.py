@@ -211,7 +211,9 @@ def main() -> None:
         "weights (speed only). x before: images/s over those of the previous commit's path "
         "(PyTorch, one forward per batch of 128); x before (CPU time): its user + system CPU time "
         "over this path's (unaffected by other processes). max rel. diff: largest absolute "
-        "difference of the embeddings over the largest embedding of the before path."
+        "difference of the embeddings over the largest embedding of the before path. Wall-time "
+        "ratios mix rounds run under different loads when the machine is shared; the CPU-time "
+        "ratios do not."
     )
     command = " ".join(["python benchmarks/bench_eval_speed.py", *sys.argv[1:]])
     data["wall_s"] = time.perf_counter() - t0
