@@ -4,6 +4,8 @@ skipped (or failed in CI) when absent."""
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,25 @@ def face_folder():
     """Factory: ``face_folder(root, identities, per_identity)`` writes labelled synthetic faces
     with a 5-point sidecar and returns the image paths (sorted like the dataset)."""
     return write_face_folder
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """``make(size)``: a folder on a new tmpfs of ``size`` bytes (skips where mount fails)."""
+    mounted: list[Path] = []
+
+    def make(size: int) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True,
+        )
+        if proc.returncode:
+            pytest.skip("cannot mount a tmpfs here (needs root); the simulated ENOSPC tests run")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -7,8 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,28 +34,6 @@ def _recipe(tmp_path: Path, run_dir: Path, **run) -> Path:
     path = tmp_path / f"{run_dir.name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
-    """``make(size)``: a folder on a new tmpfs of ``size`` bytes (skips where mount fails)."""
-    mounted: list[Path] = []
-
-    def make(size: int) -> Path:
-        folder = tmp_path / f"disk{len(mounted)}"
-        folder.mkdir()
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-            capture_output=True,
-        )
-        if proc.returncode:
-            pytest.skip("cannot mount a tmpfs here (needs root); the simulated ENOSPC tests run")
-        mounted.append(folder)
-        return folder
-
-    yield make
-    for folder in mounted:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def _fill(folder: Path, leave: int) -> None:

@@ -200,3 +200,24 @@ def test_the_model_ships_in_the_package() -> None:
     assert hashlib.sha256(path.read_bytes()).hexdigest() == yunet.YUNET_SHA256
     assert (path.parent / "LICENSE-yunet.txt").read_text().count("Apache License") >= 1
     assert os.access(path, os.R_OK)
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_completes(
+    celeba_raw_mini: Path, tmp_path: Path, small_disk, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "src"
+    _copy(celeba_raw_mini, src, 0, 12)
+    disk = small_disk(256 * 1024)
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * (256 * 1024 - 96 * 1024))  # room for a few crops only
+    out = disk / "aligned"
+    assert main(["align", str(src), str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no space left on device" in err
+    done = {p.name for p in out.rglob("*.jpg")}
+    assert done  # what was written before stays
+    filler.unlink()
+    assert main(["align", str(src), str(out), "--quiet"]) == 0
+    table = load_landmarks(out / "landmarks5.csv")
+    assert len(table) == 12 and {Path(k).name for k in table} >= done
+    assert all(read_image(out / k).shape == (112, 112, 3) for k in table)
