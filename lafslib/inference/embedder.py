@@ -25,6 +25,7 @@ import numpy as np
 from lafslib.errors import DataError, ExportError
 from lafslib.inference.photos import Photo, as_rgb, photo_name, split_batch
 from lafslib.inference.thresholds import Threshold, load_threshold
+from lafslib.landmarks.detectors import DEFAULT_DETECTOR
 
 __all__ = [
     "DEFAULT_DETECTOR",
@@ -36,9 +37,6 @@ __all__ = [
     "detect_faces",
     "prepare_faces",
 ]
-
-DEFAULT_DETECTOR = "yunet"
-"""The detector a FaceEmbedder builds when none is given."""
 
 
 class NoFaceError(DataError):

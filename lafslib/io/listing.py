@@ -39,7 +39,6 @@ def list_images(root: str | os.PathLike[str]) -> list[str]:
         if here is not None:
             seen_dirs.add(here)
         dirnames.sort()
-        dirnames[:] = [d for d in dirnames if _identity(os.path.join(dirpath, d)) not in seen_dirs]
         rel = Path(dirpath).relative_to(root)
         for name in sorted(filenames):
             if not is_image_file(name):

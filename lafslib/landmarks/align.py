@@ -46,9 +46,8 @@ from lafslib.landmarks.align_state import (
     atomic_write_text,
     check_not_inside,
     photo_in_shard,
+    read_parts,
     register_source,
-    source_entries,
-    written_names,
 )
 from lafslib.landmarks.detectors import DEFAULT_DETECTOR, Face, FaceDetector, create_detector
 from lafslib.landmarks.duplicates import NEAR_DISTANCE, perceptual_hash, pixel_digest
@@ -296,13 +295,13 @@ def align_folder(
     part = Part(dst, source, shard)
     part.folder.mkdir(parents=True, exist_ok=True)
     listing = list_images(src)
-    written = written_names(dst)
+    entries, written = read_parts(dst)
     taken = set().union(*(names for s, names in written.items() if s != source))
     names = plan_names(listing, taken)
     reserved = taken | set(names.values())
     ours = set().union(*written.values())
     photos = [rel for rel in listing if photo_in_shard(rel, shard)]
-    done = source_entries(dst, source)
+    done = entries.get(source, {})
     report = AlignReport(photos=len(photos), skipped_done=sum(p in done for p in photos))
     tasks = [(str(src), rel, size, policy, float(min_face)) for rel in photos if rel not in done]
     results = _results(tasks, workers, detector, detector_kwargs, built)

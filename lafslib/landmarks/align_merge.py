@@ -22,7 +22,7 @@ from lafslib.landmarks.align_state import (
     Shard,
     atomic_write_text,
     load_manifest,
-    source_entries,
+    read_parts,
 )
 from lafslib.landmarks.duplicates import NEAR_DISTANCE, exact_groups, link_groups, near_groups
 from lafslib.landmarks.store import save_landmarks
@@ -37,7 +37,6 @@ DROP_CHOICES = ("exact", "near")
 def _complete_entries(dst: Path, manifest: dict[str, Any]) -> list[list[dict[str, Any]]]:
     """Per source, its entries in photo order; every source needs one complete set of shards."""
     parts = Part.all(dst)
-    out = []
     for index, record in enumerate(manifest["sources"]):
         mine = [p for p in parts if p.source == index]
         counts = sorted({p.shard.count for p in mine})
@@ -58,9 +57,11 @@ def _complete_entries(dst: Path, manifest: dict[str, Any]) -> list[list[dict[str
                 f"{', '.join(missing) or '0/1'} have not finished; run them "
                 f"(lafs align {record['path']} {dst} --shard K/N), then merge again"
             )
-        entries = source_entries(dst, index)
-        out.append([entries[p] for p in sorted(entries)])
-    return out
+    finished, _ = read_parts(dst)
+    return [
+        [entries[p] for p in sorted(entries)]
+        for entries in (finished.get(i, {}) for i in range(len(manifest["sources"])))
+    ]
 
 
 def merge_alignment(

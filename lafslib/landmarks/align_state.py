@@ -32,8 +32,7 @@ __all__ = [
     "read_journal",
     "register_source",
     "shard_from_env",
-    "source_entries",
-    "written_names",
+    "read_parts",
 ]
 
 STATE_DIR = ".lafs_align"
@@ -224,23 +223,21 @@ def check_not_inside(path: Path, src: Path) -> Path:
     return resolved
 
 
-def source_entries(dst: Path, source: int) -> dict[str, dict[str, Any]]:
-    """Finished entries of one source over all its parts: ``{photo: entry}``."""
-    done: dict[str, dict[str, Any]] = {}
-    for part in Part.all(dst):
-        if part.source == source:
-            for entry in read_journal(part.journal):
-                if entry.get("status") != "writing":
-                    done[entry["path"]] = entry
-    return done
+def read_parts(dst: Path) -> tuple[dict[int, dict[str, dict[str, Any]]], dict[int, set[str]]]:
+    """Every journal of ``dst``, read once.
 
-
-def written_names(dst: Path) -> dict[int, set[str]]:
-    """Names alignment wrote (or began to write) into ``dst``, per source."""
-    out: dict[int, set[str]] = {}
+    Returns:
+        Per source, its finished entries ``{photo: entry}`` over all its parts; and per source,
+        the names alignment wrote (or began to write) into ``dst``.
+    """
+    entries: dict[int, dict[str, dict[str, Any]]] = {}
+    written: dict[int, set[str]] = {}
     for part in Part.all(dst):
-        names = out.setdefault(part.source, set())
+        done = entries.setdefault(part.source, {})
+        names = written.setdefault(part.source, set())
         for entry in read_journal(part.journal):
             names.update(entry.get("outs", ()))
             names.update(face["out"] for face in entry.get("faces", ()))
-    return out
+            if entry.get("status") != "writing":
+                done[entry["path"]] = entry
+    return entries, written

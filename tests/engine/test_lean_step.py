@@ -88,9 +88,8 @@ def _recipe(tmp_path: Path) -> Path:
     return path
 
 
-def test_the_embedding_head_is_out_of_pretrainings_optimizer_and_ema(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _pretrained_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PretrainTask:
+    """The task of a short pretraining run on the test recipe, after the run."""
     tasks = []
     real = PretrainTask.build
     monkeypatch.setattr(
@@ -98,6 +97,13 @@ def test_the_embedding_head_is_out_of_pretrainings_optimizer_and_ema(
     )
     pretrain(load_recipe(_recipe(tmp_path)))
     (task,) = tasks
+    return task
+
+
+def test_the_embedding_head_is_out_of_pretrainings_optimizer_and_ema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = _pretrained_task(tmp_path, monkeypatch)
     head = {n for n, _ in task.student.named_parameters() if n.startswith("backbone.head.")}
     assert head and task.unused == head
     in_optimizer = {id(p) for g in task.optimizer.param_groups for p in g["params"]}
@@ -118,13 +124,7 @@ def test_an_optimizer_state_that_still_holds_the_embedding_head_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A checkpoint of the previous layout (the head in the optimizer, never stepped) resumes."""
-    tasks = []
-    real = PretrainTask.build
-    monkeypatch.setattr(
-        PretrainTask, "build", lambda self, ctx: tasks.append(self) or real(self, ctx)
-    )
-    pretrain(load_recipe(_recipe(tmp_path)))
-    (task,) = tasks
+    task = _pretrained_task(tmp_path, monkeypatch)
     old = torch.optim.AdamW(param_groups(task.student, task.skip, include=task.unused), lr=0.1)
     for p in task.student.parameters():
         p.grad = None if p.requires_grad is False else torch.ones_like(p)
